@@ -1,0 +1,1 @@
+"""The action server: form validation, menus and replies that need the backend."""

@@ -1,0 +1,47 @@
+"""The action server's handle on the backend, created once per process, and a way to call it
+without blocking the event loop (psycopg2 is synchronous)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, TypeVar
+
+from backend import Backend
+
+T = TypeVar("T")
+
+_lock = threading.Lock()
+_backend: Backend | None = None
+_executor: ThreadPoolExecutor | None = None
+
+
+def get_backend() -> Backend:
+    global _backend, _executor
+    if _backend is None:
+        with _lock:
+            if _backend is None:
+                backend = Backend.create()
+                # As many threads as connections: a call never waits for a thread while
+                # holding nothing, nor for a connection while holding a thread it blocks.
+                _executor = ThreadPoolExecutor(backend.settings.db_pool_max, thread_name_prefix="db")
+                _backend = backend
+    return _backend
+
+
+def set_backend(backend: Backend | None) -> None:
+    """Tests use their own backend (their database, their clock)."""
+    global _backend, _executor
+    with _lock:
+        _backend = backend
+        if backend is not None and _executor is None:
+            _executor = ThreadPoolExecutor(backend.settings.db_pool_max, thread_name_prefix="db")
+
+
+async def call(fn: Callable[..., T], *args, **kwargs) -> T:
+    """Run a blocking backend call in the database thread pool."""
+    get_backend()
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_executor, functools.partial(fn, *args, **kwargs))

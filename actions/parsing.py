@@ -1,0 +1,91 @@
+"""Reading the short answers citizens type inside a menu: a dose, a field, yes/no, a person."""
+
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+from backend.identifiers import InvalidInput, parse_nik
+
+_WORDS = re.compile(r"[a-z0-9]+")
+
+DOSE_WORDS = {
+    "1": 1, "satu": 1, "pertama": 1, "kesatu": 1, "i": 1,
+    "2": 2, "dua": 2, "kedua": 2, "ii": 2,
+    "3": 3, "tiga": 3, "ketiga": 3, "booster": 3, "lanjutan": 3, "iii": 3, "penguat": 3,
+}
+
+FIELD_WORDS = [
+    # (field, words that name it); checked in this order, so "tanggal lahir" wins over "nama"
+    ("birth_date", ("tanggal lahir", "tgl lahir", "tanggal", "lahir", "ttl", "birth")),
+    ("nik", ("nik", "ktp", "nomor induk")),
+    ("phone", ("nomor hp", "no hp", "hp", "nomor telepon", "telepon", "telp", "nomor wa", "wa",
+               "whatsapp", "handphone", "phone", "nomor")),
+    ("email", ("email", "e-mail", "surel", "mail")),
+    ("name", ("nama", "name")),
+]
+
+YES = {"ya", "iya", "y", "yes", "benar", "betul", "ok", "oke", "okay", "setuju", "lanjut", "simpan",
+       "yup", "yap", "sip", "boleh", "/affirm"}
+NO = {"tidak", "tdk", "ga", "gak", "nggak", "enggak", "no", "bukan", "jangan", "batal", "n",
+      "salah", "/deny"}
+
+
+# Words around a name that say nothing about who: "yang rina", "untuk anak saya budi".
+FILLER = {"yang", "untuk", "anak", "saya", "sy", "punya", "atas", "nama", "data", "si", "ibu", "bapak",
+          "pak", "bu", "kak", "dong", "aja", "saja", "sih", "dek", "adik", "istri", "suami", "buat"}
+
+
+def words(text: str) -> list[str]:
+    return _WORDS.findall((text or "").lower())
+
+
+def parse_dose(text: str) -> int | None:
+    """1, 2 or 3 from "dosis 2", "yang kedua", "booster", "3"; None when unclear."""
+    found = {DOSE_WORDS[w] for w in words(text) if w in DOSE_WORDS}
+    return found.pop() if len(found) == 1 else None
+
+
+def parse_field(text: str) -> str | None:
+    lowered = " ".join(words((text or "").replace("-", "")))
+    raw = (text or "").lower()
+    for field, names in FIELD_WORDS:
+        for name in names:
+            if re.search(rf"\b{re.escape(name)}\b", lowered) or re.search(rf"\b{re.escape(name)}\b", raw):
+                return field
+    return None
+
+
+def parse_yes_no(text: str) -> bool | None:
+    tokens = (text or "").lower().split()
+    if not tokens:
+        return None
+    first = tokens[0].strip(".,!?")
+    if first in YES:
+        return True
+    if first in NO:
+        return False
+    return None
+
+
+def choose_person(text: str, people: Sequence) -> object | None:
+    """The one person meant by a list number, a NIK, or (part of) a name; None if none or several."""
+    text = (text or "").strip()
+    tokens = words(text)
+    if len(tokens) == 1 and tokens[0].isdigit() and len(tokens[0]) <= 2:
+        index = int(tokens[0]) - 1
+        return people[index] if 0 <= index < len(people) else None
+    try:
+        nik = parse_nik(text)
+    except InvalidInput:
+        nik = None
+    if nik:
+        return next((p for p in people if p.nik == nik), None)
+    tokens = [t for t in tokens if t not in FILLER] or tokens
+    if not tokens:
+        return None
+    matches = [p for p in people if set(tokens) <= set(words(p.full_name))]
+    if len(matches) == 1:
+        return matches[0]
+    exact = [p for p in matches if words(p.full_name) == tokens]
+    return exact[0] if len(exact) == 1 else None

