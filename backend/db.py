@@ -10,7 +10,6 @@ from typing import Callable, Iterator, TypeVar
 
 import psycopg2
 import psycopg2.extras
-import psycopg2.pool
 
 log = logging.getLogger(__name__)
 
@@ -26,31 +25,30 @@ class DatabaseUnavailable(RuntimeError):
 
 
 class Database:
-    """A pool of connections with a short statement timeout.
+    """A small pool of connections with a short statement timeout.
 
     `run(fn, ...)` gives `fn` a cursor inside one transaction: committed when `fn` returns,
     rolled back when it raises. A connection that the server dropped (a restart, a network
-    blip) is discarded and the transaction retried once on a fresh one, so the first call
-    after PostgreSQL comes back succeeds instead of failing on a stale connection.
+    blip) is discarded with every idle one, and the transaction retried once on a fresh
+    connection, so the first call after PostgreSQL comes back succeeds.
+
+    Not psycopg2.pool: it closes every connection returned beyond `minconn` (so a lazy pool
+    reconnects on every call) and raises instead of waiting when all are in use.
     """
 
     def __init__(self, dsn: str, *, max_connections: int = 8, statement_timeout_ms: int = 3000):
         self._dsn = dsn
-        self._max = max_connections
         self._options = f"-c statement_timeout={statement_timeout_ms} -c lock_timeout={statement_timeout_ms}"
-        self._pool: psycopg2.pool.ThreadedConnectionPool | None = None
-        self._pool_lock = threading.Lock()
-        # psycopg2's pool raises when exhausted; callers should wait for a connection instead.
+        self._idle: list[psycopg2.extensions.connection] = []
+        self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(max_connections)
+        self.max_connections = max_connections
 
-    def _get_pool(self) -> psycopg2.pool.ThreadedConnectionPool:
-        if self._pool is None:
-            with self._pool_lock:
-                if self._pool is None:
-                    self._pool = psycopg2.pool.ThreadedConnectionPool(
-                        0, self._max, self._dsn, options=self._options, connect_timeout=3,
-                    )
-        return self._pool
+    def _connect(self) -> psycopg2.extensions.connection:
+        try:
+            return psycopg2.connect(self._dsn, options=self._options, connect_timeout=3)
+        except psycopg2.Error as exc:
+            raise DatabaseUnavailable(type(exc).__name__) from exc
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg2.extensions.connection]:
@@ -58,15 +56,32 @@ class Database:
             raise DatabaseUnavailable("no database connection free within 10 s")
         conn = None
         try:
-            try:
-                conn = self._get_pool().getconn()
-            except psycopg2.Error as exc:
-                raise DatabaseUnavailable(type(exc).__name__) from exc
+            with self._lock:
+                conn = self._idle.pop() if self._idle else None
+            if conn is None or conn.closed:
+                conn = self._connect()
             yield conn
         finally:
             if conn is not None:
-                self._get_pool().putconn(conn, close=bool(conn.closed))
+                if conn.closed:
+                    self.discard_idle()  # the server went away: the others are dead too
+                else:
+                    with self._lock:
+                        self._idle.append(conn)
             self._slots.release()
+
+    def discard_idle(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+    def warm(self, count: int | None = None) -> None:
+        """Open connections ahead of the first requests (at server start)."""
+        count = min(count or self.max_connections, self.max_connections)
+        fresh = [self._connect() for _ in range(count - len(self._idle))]
+        with self._lock:
+            self._idle.extend(fresh)
 
     def run(self, fn: Callable[..., T], *args, **kwargs) -> T:
         for attempt in (1, 2):
@@ -83,10 +98,7 @@ class Database:
         raise AssertionError("unreachable")
 
     def close(self) -> None:
-        with self._pool_lock:
-            if self._pool is not None:
-                self._pool.closeall()
-                self._pool = None
+        self.discard_idle()
 
 
 def migrate(db: Database) -> list[str]:

@@ -1,0 +1,54 @@
+# Asisten Sertifikat Vaksin. A newcomer needs two commands: `make run` and `make test`.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+VENV     := .venv
+PY       := $(VENV)/bin/python
+RASA     := $(VENV)/bin/rasa
+MODEL    := models/current.tar.gz
+TRAINING := config.yml domain.yml $(shell find data -name '*.yml' 2>/dev/null)
+export SQLALCHEMY_SILENCE_UBER_WARNING := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+.PHONY: help install train run serve test validate test-core clean
+
+help:
+	@echo "make run      everything up, then a chat in this terminal (Ctrl-C stops it all)"
+	@echo "make serve    everything up without the chat: REST on :5005, action server on :5055"
+	@echo "make test     validate the data, run pytest and the test stories"
+	@echo "make train    train the model (only when config, domain or data changed)"
+	@echo "make install  create .venv with Python 3.10 and the pinned packages"
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements.lock
+	@test -x $(PY) || { py=$$(tools/find-python310) && echo "using $$py" && $$py -m venv $(VENV); }
+	$(PY) -m pip install --quiet --upgrade pip==24.0
+	$(PY) -m pip install --quiet -r requirements-dev.txt -c requirements.lock
+	@touch $@
+
+train: $(MODEL)
+
+$(MODEL): $(TRAINING) | install
+	$(RASA) train --fixed-model-name current --out models
+
+run: install $(MODEL)
+	$(PY) -m tools.stack run
+
+serve: install $(MODEL)
+	$(PY) -m tools.stack serve
+
+validate: install
+	$(RASA) data validate --fail-on-warnings
+
+test: install $(MODEL) validate
+	$(PY) -m pytest -q tests
+	$(MAKE) --no-print-directory test-core
+
+# The test stories against the trained model: every flow and its error branches.
+test-core: install $(MODEL)
+	$(RASA) test core --model $(MODEL) --stories tests/test_stories.yml \
+		--fail-on-prediction-errors --out results/core
+
+clean:
+	rm -rf models results .rasa

@@ -1,0 +1,115 @@
+"""Shared fixtures: a real PostgreSQL (embedded, or TEST_DATABASE_URL), a controllable clock,
+a backend seeded with the demo citizens for every test, and helpers to read the OTP outbox."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import psycopg2
+import psycopg2.extensions
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from backend import Backend, Settings  # noqa: E402
+from backend.db import migrate  # noqa: E402
+from backend.seed import seed_demo  # noqa: E402
+
+TEST_DB = "vaksin_test"
+DATA_TABLES = ["audit_log", "tickets", "certificate_links", "auth_sessions", "otp_challenges",
+               "certificates", "vaccinations", "citizens", "accounts"]
+
+
+@pytest.fixture(scope="session")
+def server_url() -> str:
+    """A PostgreSQL server for the whole test session."""
+    url = os.environ.get("TEST_DATABASE_URL")
+    if url:
+        return url
+    from backend import embedded
+
+    return embedded.start(ROOT / "var" / "test-pgdata")
+
+
+@pytest.fixture(scope="session")
+def database_url(server_url: str) -> str:
+    """A fresh database on that server, migrated once."""
+    admin = psycopg2.connect(server_url)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS {TEST_DB} WITH (FORCE)")
+        cur.execute(f"CREATE DATABASE {TEST_DB}")
+        # Tests commit thousands of tiny transactions; durability across a crash is not needed.
+        cur.execute(f"ALTER DATABASE {TEST_DB} SET synchronous_commit = off")
+    admin.close()
+    url = psycopg2.extensions.make_dsn(server_url, dbname=TEST_DB)
+    backend = Backend.create(Settings.from_env({"VAR_DIR": str(ROOT / "var"), "OTP_HASH_KEY": "x"}), dsn=url)
+    migrate(backend.db)
+    backend.db.close()
+    return url
+
+
+class Clock:
+    """Time that tests move forward by hand."""
+
+    def __init__(self, start: datetime):
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(datetime(2026, 11, 29, 8, 0, tzinfo=timezone.utc))
+
+
+@pytest.fixture
+def settings_env(tmp_path: Path) -> dict:
+    """The environment the test backend reads; tests may change it before `backend` is built."""
+    return {"VAR_DIR": str(tmp_path), "OTP_OUTBOX": str(tmp_path / "outbox.jsonl"),
+            "OTP_HASH_KEY": "test-key-not-secret"}
+
+
+@pytest.fixture
+def backend(database_url: str, settings_env: dict, clock: Clock):
+    backend = Backend.create(Settings.from_env(settings_env), dsn=database_url, clock=clock)
+
+    def reset(cur):
+        cur.execute(f"TRUNCATE {', '.join(DATA_TABLES)} RESTART IDENTITY CASCADE")
+        cur.execute("ALTER SEQUENCE ticket_number_seq RESTART")
+
+    backend.db.run(reset)
+    seed_demo(backend.db)
+    yield backend
+    backend.db.close()
+
+
+class Outbox:
+    def __init__(self, path: Path):
+        self.path = path
+
+    def messages(self, to: str | None = None) -> list[dict]:
+        if not self.path.exists():
+            return []
+        rows = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        return [row for row in rows if to is None or row["to"] == to]
+
+    def last_code(self, to: str) -> str:
+        messages = self.messages(to)
+        assert messages, f"no message to {to} in the outbox"
+        return re.search(r"\b(\d{6})\b", messages[-1]["text"]).group(1)
+
+
+@pytest.fixture
+def outbox(backend) -> Outbox:
+    return Outbox(backend.settings.otp_outbox)

@@ -1,0 +1,186 @@
+"""Starts the whole assistant on this machine: PostgreSQL, the action server, Rasa.
+
+    python -m tools.stack serve   # REST channel on 5005, action server on 5055, until Ctrl-C
+    python -m tools.stack run     # the same with a chat in this terminal (rasa shell)
+    python -m tools.stack db      # just the database: migrate, seed, print the URL, wait
+
+With DATABASE_URL set, that server is used; otherwise an embedded PostgreSQL under
+var/pgdata. Ctrl-C (or SIGTERM) stops everything this command started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg2.extensions
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+MODEL = ROOT / "models" / "current.tar.gz"
+
+
+def log(message: str) -> None:
+    print(f"[stack] {message}", flush=True)
+
+
+def database_url(var_dir: Path) -> str:
+    """DATABASE_URL, or the embedded server's URL (started if needed)."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return url
+    from backend import embedded
+
+    log(f"no DATABASE_URL: using the embedded PostgreSQL in {var_dir / 'pgdata'}")
+    return embedded.start(var_dir / "pgdata")
+
+
+def prepare_database(url: str) -> None:
+    from backend import Backend
+
+    backend = Backend.create(dsn=url)
+    backend.prepare()
+    backend.db.close()
+
+
+def tracker_env(url: str) -> dict[str, str]:
+    """Rasa's SQL tracker store takes host/port/db/user/password, not a URL (endpoints.yml)."""
+    parts = psycopg2.extensions.parse_dsn(url)
+    return {
+        "TRACKER_DB_HOST": parts.get("host", "localhost"),  # a directory means a Unix socket
+        "TRACKER_DB_PORT": parts.get("port", "5432"),
+        "TRACKER_DB_NAME": parts.get("dbname", "postgres"),
+        "TRACKER_DB_USER": parts.get("user", "postgres"),
+        "TRACKER_DB_PASSWORD": parts.get("password", ""),
+    }
+
+
+def wait_http(url: str, timeout: float, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode} before {url} answered")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as reply:
+                if reply.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
+
+
+@dataclass
+class Stack:
+    """The processes of one running assistant; usable from tests with other ports and paths."""
+    database_url: str
+    rasa_port: int = 5005
+    action_port: int = 5055
+    model: Path = MODEL
+    log_dir: Path = ROOT / "var" / "log"
+    extra_env: dict[str, str] = field(default_factory=dict)
+    processes: list[subprocess.Popen] = field(default_factory=list)
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(tracker_env(self.database_url))
+        env.update({
+            "DATABASE_URL": self.database_url,
+            "ACTION_SERVER_PORT": str(self.action_port),
+            "ACTION_ENDPOINT_URL": f"http://127.0.0.1:{self.action_port}/webhook",
+            "PUBLIC_BASE_URL": env.get("PUBLIC_BASE_URL") or f"http://localhost:{self.action_port}",
+            "SQLALCHEMY_SILENCE_UBER_WARNING": "1",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "PYTHONPATH": str(ROOT),
+        })
+        env.update(self.extra_env)
+        return env
+
+    def _start(self, name: str, args: list[str], *, foreground: bool = False) -> subprocess.Popen:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        out = None if foreground else open(self.log_dir / f"{name}.log", "ab")
+        process = subprocess.Popen(args, cwd=ROOT, env=self.env(), stdout=out, stderr=out,
+                                   start_new_session=not foreground)
+        self.processes.append(process)
+        return process
+
+    def start_actions(self, timeout: float = 60) -> None:
+        process = self._start("actions", [str(VENV_BIN / "python"), "-m", "actions.server"])
+        wait_http(f"http://127.0.0.1:{self.action_port}/health", timeout, process)
+        log(f"action server ready on 127.0.0.1:{self.action_port}")
+
+    def rasa_args(self, command: str) -> list[str]:
+        return [str(VENV_BIN / "rasa"), command, "--model", str(self.model),
+                "--endpoints", "endpoints.yml", "--credentials", "credentials.yml",
+                "--port", str(self.rasa_port)]
+
+    def start_rasa(self, timeout: float = 180) -> None:
+        process = self._start("rasa", self.rasa_args("run") + ["--interface", "127.0.0.1"])
+        wait_http(f"http://127.0.0.1:{self.rasa_port}/", timeout, process)
+        log(f"Rasa ready: REST channel at http://127.0.0.1:{self.rasa_port}/webhooks/rest/webhook")
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                try:
+                    os.killpg(process.pid, signal.SIGTERM)
+                except (ProcessLookupError, PermissionError):
+                    process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+        self.processes.clear()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["serve", "run", "db"])
+    args = parser.parse_args()
+
+    # Ctrl-C and SIGTERM both end up in the finally block below.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    var_dir = Path(os.environ.get("VAR_DIR") or ROOT / "var")
+    url = database_url(var_dir)
+    prepare_database(url)
+    if args.command == "db":
+        log(f"database ready: {url}")
+    elif not MODEL.exists():
+        log(f"no model at {MODEL}: run `make train` first")
+        return 1
+
+    stack = Stack(url, rasa_port=int(os.environ.get("RASA_PORT", 5005)),
+                  action_port=int(os.environ.get("ACTION_SERVER_PORT", 5055)))
+    started = time.monotonic()
+    try:
+        if args.command == "db":
+            signal.pause()
+        stack.start_actions()
+        if args.command == "run":
+            log("starting the chat (Ctrl-C or /stop to quit) ...")
+            chat = stack._start("shell", stack.rasa_args("shell"), foreground=True)
+            return chat.wait()
+        stack.start_rasa()
+        log(f"everything up in {time.monotonic() - started:.1f} s; logs in {stack.log_dir}; Ctrl-C stops")
+        while all(p.poll() is None for p in stack.processes):
+            time.sleep(1)
+        log("a process exited; stopping the rest")
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stack.stop()
+        log("stopped")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
