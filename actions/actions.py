@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from datetime import date
 
 from dateutil.relativedelta import relativedelta
@@ -22,12 +23,13 @@ from .verified_form import REQUESTED_SLOT, reset_flow_events
 BOOSTER_AFTER = relativedelta(months=6)
 
 
-class MenuAction(Action):
+class MenuAction(Action, ABC):
     """A menu's final step: runs `finish`, turns backend failures into polite replies, and
     clears the menu's slots so the next menu starts clean."""
 
+    @abstractmethod
     async def finish(self, dispatcher, tracker: Tracker) -> None:
-        raise NotImplementedError
+        """Answer the citizen; backend exceptions are handled by run()."""
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain):
         try:
@@ -110,6 +112,7 @@ class ActionApplyPersonalInfo(MenuAction):
 
     async def finish(self, dispatcher, tracker: Tracker) -> None:
         repo = get_backend().repo
+        await call(repo.current_person, tracker.sender_id)  # verified, person chosen: or raises
         field = parse_field(tracker.get_slot("info_field") or "")
         if field in ("nik", "birth_date"):
             _, reference = await call(repo.open_correction_request, tracker.sender_id, field)

@@ -7,6 +7,7 @@ at every turn, never from slot values: the verification slots only hold this tur
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,8 +64,12 @@ def flow_of(tracker: Tracker) -> Flow:
     return tracker.flow  # set at the start of VerifiedFormValidation.run
 
 
-class VerifiedFormValidation(FormValidationAction):
+class VerifiedFormValidation(FormValidationAction, ABC):
     """Base class of the three menus' validation actions."""
+
+    @abstractmethod
+    def name(self) -> str:
+        """validate_<form name>"""
 
     async def menu_slots(self, dispatcher, tracker: Tracker, domain: DomainDict) -> list[str]:
         """The menu's own questions, once the person is known; subclasses override."""

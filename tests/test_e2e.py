@@ -1,0 +1,114 @@
+"""End to end: the real action server and Rasa (trained model, SQL tracker store on the test
+PostgreSQL) started as processes, spoken to over the REST channel like any client."""
+
+from __future__ import annotations
+
+import io
+import socket
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+from pypdf import PdfReader
+
+from tools.stack import MODEL, Stack
+
+pytestmark = pytest.mark.skipif(not MODEL.exists(), reason="no trained model: run `make train`")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def stack(database_url, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("stack")
+    running = Stack(database_url, rasa_port=free_port(), action_port=free_port(), log_dir=tmp / "log",
+                    extra_env={"VAR_DIR": str(tmp), "OTP_OUTBOX": str(tmp / "outbox.jsonl"),
+                               "OTP_HASH_KEY": "e2e-test-key", "LOG_LEVEL": "INFO"})
+    try:
+        running.start_actions()
+        running.start_rasa()
+    except Exception:
+        running.stop()
+        for log in sorted((tmp / "log").glob("*.log")):
+            print(f"--- {log.name}\n{log.read_text()[-4000:]}")
+        raise
+    running.outbox = tmp / "outbox.jsonl"
+    yield running
+    running.stop()
+
+
+class Chat:
+    def __init__(self, stack: Stack):
+        self.url = f"http://127.0.0.1:{stack.rasa_port}/webhooks/rest/webhook"
+        self.sender = f"e2e-{uuid.uuid4().hex[:12]}"
+
+    def say(self, text: str) -> list[dict]:
+        reply = requests.post(self.url, json={"sender": self.sender, "message": text}, timeout=30)
+        reply.raise_for_status()
+        return reply.json()
+
+    def text(self, text: str) -> str:
+        return "\n".join(m.get("text", "") for m in self.say(text))
+
+
+@pytest.fixture
+def chat(stack, backend):  # `backend` resets the demo data before each conversation
+    return Chat(stack)
+
+
+def outbox_code(stack, outbox_cls, phone: str) -> str:
+    return outbox_cls(stack.outbox).last_code(phone)
+
+
+def test_download_certificate_end_to_end(stack, chat, backend):
+    from conftest import Outbox
+
+    greeting = chat.say("halo")
+    assert [b["title"] for b in greeting[0]["buttons"]] == ["Download Sertifikat", "Status Vaksinasi", "Ubah Info Diri"]
+
+    assert "nomor HP" in chat.text("gmn cara download sertif vaksin")
+    reply = chat.text("0812-3456-7001")
+    assert "0812****7001" in reply and "kode OTP" in reply
+    code = outbox_code(stack, Outbox, "+6281234567001")
+    reply = chat.text(code)
+    assert "Verifikasi berhasil" in reply and "Rina Santoso (NIK 3174********0002)" in reply
+    reply = chat.text("1")
+    assert "Budi Santoso" in reply and "Booster" in reply
+    messages = chat.say("booster")
+    link = next(word for m in messages for word in m.get("text", "").split() if word.startswith("http"))
+    assert "3174********0001" in messages[0]["text"]
+
+    pdf = requests.get(link, timeout=10)
+    assert pdf.status_code == 200 and pdf.headers["Content-Type"] == "application/pdf"
+    text = PdfReader(io.BytesIO(pdf.content)).pages[0].extract_text()
+    assert "Budi Santoso" in text and "Comirnaty (Pfizer)" in text and "3174********0001" in text
+    assert requests.get(link[:-10] + "AAAAAA.pdf", timeout=10).status_code == 404
+
+    # Verified once: the next menu needs no new code.
+    status = chat.text("cek status vaksin sy dong")
+    assert "Status vaksinasi Budi Santoso" in status and "Booster (Dosis 3)" in status
+    assert len(Outbox(stack.outbox).messages("+6281234567001")) == 1
+
+    assert "diakhiri" in chat.text("selesai")
+    assert "nomor HP" in chat.text("cek status vaksin")
+
+
+def test_cancel_and_menu_in_the_middle(stack, chat):
+    assert "nomor HP" in chat.text("mau cek status vaksinasi")
+    assert "dibatalkan" in chat.text("batal")
+    assert "nomor HP" in chat.text("ubah info diri")
+    menu = chat.say("menu")
+    assert [b["title"] for b in menu[0]["buttons"]] == ["Download Sertifikat", "Status Vaksinasi", "Ubah Info Diri"]
+
+
+def test_wrong_inputs_get_hints_and_the_third_ends_the_form(stack, chat):
+    chat.text("download sertifikat")
+    assert "Nomor HP belum sesuai" in chat.text("nomor saya rahasia")
+    assert "nomor HP Indonesia" in chat.text("+65 8123 4567")
+    assert "3 kali" in chat.text("123")
+    assert "nomor HP" in chat.text("download sertifikat")  # and the citizen can start again
