@@ -239,12 +239,3 @@ class ActionAskChangeConfirmed(Action):
         dispatcher.utter_message(response="utter_confirm_change", field_label=FIELD_LABELS[field],
                                  old=old, new=new)
         return []
-
-
-class ActionAskNewPhoneOtp(Action):
-    def name(self) -> str:
-        return "action_ask_new_phone_otp"
-
-    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain):
-        dispatcher.utter_message(response="utter_ask_new_phone_otp")
-        return []
