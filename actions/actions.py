@@ -181,9 +181,6 @@ INTENT_LABELS = {
     "request_human": "Bicara dengan petugas",
     "resend_otp": "Kirim ulang kode OTP",
     "show_menu": "Lihat menu",
-    "greet": "Menyapa",
-    "goodbye": "Mengakhiri percakapan",
-    "thank": "Berterima kasih",
 }
 
 
@@ -201,7 +198,7 @@ class ActionAskAffirmation(Action):
             label = INTENT_LABELS.get(intent)
             if label and len(buttons) < 3:
                 buttons.append({"title": label, "payload": f"/{intent}"})
-        buttons.append({"title": "Bukan semuanya", "payload": "/deny"})
+        buttons.append({"title": "Bukan semuanya", "payload": "/out_of_scope"})
         dispatcher.utter_message(response="utter_ask_affirmation", buttons=buttons)
         return []
 

@@ -28,8 +28,8 @@ DATA_TABLES = ["audit_log", "tickets", "certificate_links", "auth_sessions", "ot
 
 @pytest.fixture(scope="session")
 def server_url() -> str:
-    """A PostgreSQL server for the whole test session."""
-    url = os.environ.get("TEST_DATABASE_URL")
+    """A PostgreSQL server for the whole test session (a database of its own is created on it)."""
+    url = os.environ.get("TEST_DATABASE_URL") or os.environ.get("DATABASE_URL")
     if url:
         return url
     from backend import embedded

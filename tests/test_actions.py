@@ -281,7 +281,7 @@ def test_ask_affirmation_offers_the_likely_meanings():
         {"name": "check_vaccination_status", "confidence": 0.3}, {"name": "out_of_scope", "confidence": 0.1}]
     _, messages = run(ActionAskAffirmation(), tr)
     assert [b["payload"] for b in messages[0]["buttons"]] == ["/download_certificate",
-                                                              "/check_vaccination_status", "/deny"]
+                                                              "/check_vaccination_status", "/out_of_scope"]
 
 
 def test_database_down_asks_the_same_question_again(database_url, settings_env, clock, outbox):

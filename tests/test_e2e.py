@@ -97,6 +97,20 @@ def test_download_certificate_end_to_end(stack, chat, backend):
     assert "diakhiri" in chat.text("selesai")
     assert "nomor HP" in chat.text("cek status vaksin")
 
+    # Nothing personal in the logs of either process.
+    logs = "".join(p.read_text() for p in stack.log_dir.glob("*.log"))
+    for secret in ("81234567001", "3174011501900001", "3174014203100002", code, link.rsplit("/", 1)[1]):
+        assert secret not in logs
+
+
+def test_unclear_and_out_of_scope_messages(stack, chat):
+    unclear = chat.say("asdf qwer zxcv")
+    assert unclear[0]["text"].startswith("Maksud Anda")
+    assert unclear[0]["buttons"][-1] == {"title": "Bukan semuanya", "payload": "/out_of_scope"}
+    assert "belum memahami" in chat.text("/out_of_scope")
+    reply = Chat(stack).text("siapa presiden indonesia sekarang?")
+    assert "hanya dapat membantu" in reply or "di luar layanan" in reply
+
 
 def test_cancel_and_menu_in_the_middle(stack, chat):
     assert "nomor HP" in chat.text("mau cek status vaksinasi")

@@ -172,3 +172,47 @@ def test_ten_thousand_guesses_across_resends_open_nothing(backend, outbox, clock
     attempts = backend.db.run(lambda cur: (cur.execute(
         "SELECT sum(attempts) AS n FROM otp_challenges WHERE conversation_id = 'attacker'"), cur.fetchone())[1])
     assert attempts["n"] <= 5 * sends <= 75
+
+
+def test_http_sms_gateway_sender(backend, database_url, settings_env, clock):
+    """The production sender against a local server speaking the gateway's protocol."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    received = []
+
+    class Gateway(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((self.headers["Authorization"], json.loads(body)))
+            self.send_response(202)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Gateway)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = {**settings_env, "OTP_SENDER": "http", "SMS_GATEWAY_TOKEN": "t0ken",
+           "SMS_GATEWAY_URL": f"http://127.0.0.1:{server.server_port}/send"}
+    sms = Backend.create(Settings.from_env(env), dsn=database_url, clock=clock)
+    try:
+        assert sms.otp.request("c1", BUDI).status == "sent"
+        assert sms.otp.request("c2", UNKNOWN).status == "sent"
+    finally:
+        server.shutdown()
+        sms.db.close()
+    assert len(received) == 1
+    auth, body = received[0]
+    assert auth == "Bearer t0ken" and body["to"] == BUDI
+    code = body["text"].split(": ")[1][:6]
+    assert sms.otp.verify("c1", code).status == "ok"
+
+
+def test_a_failing_gateway_is_not_revealed(backend, database_url, settings_env, clock, caplog):
+    env = {**settings_env, "OTP_SENDER": "http", "SMS_GATEWAY_URL": "http://127.0.0.1:9/send"}
+    sms = Backend.create(Settings.from_env(env), dsn=database_url, clock=clock)
+    assert sms.otp.request("c1", BUDI).status == "sent"  # same reply; the citizen can resend
+    assert "0812****7001" in caplog.text and "81234567001" not in caplog.text
+    sms.db.close()
