@@ -6,9 +6,10 @@ VENV     := .venv
 PY       := $(VENV)/bin/python
 RASA     := $(VENV)/bin/rasa
 MODEL    := models/current.tar.gz
-TRAINING := config.yml domain.yml $(shell find data -name '*.yml' 2>/dev/null)
+TRAINING := config.yml domain.yml $(shell find data nlu_components -name '*.yml' -o -name '*.py' 2>/dev/null)
 export SQLALCHEMY_SILENCE_UBER_WARNING := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
+export PYTHONPATH := $(CURDIR)
 
 .PHONY: help install train run serve test validate test-core clean
 

@@ -118,6 +118,10 @@ def test_cancel_and_menu_in_the_middle(stack, chat):
     assert "nomor HP" in chat.text("ubah info diri")
     menu = chat.say("menu")
     assert [b["title"] for b in menu[0]["buttons"]] == ["Download Sertifikat", "Status Vaksinasi", "Ubah Info Diri"]
+    # A menu number, a typed label and a tapped button behave the same.
+    for typed in ("2", "Status Vaksinasi", "/check_vaccination_status"):
+        assert "nomor HP" in chat.text(typed)
+        assert "dibatalkan" in chat.text("batal")
 
 
 def test_wrong_inputs_get_hints_and_the_third_ends_the_form(stack, chat):

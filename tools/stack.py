@@ -147,8 +147,13 @@ def main() -> int:
     parser.add_argument("command", choices=["serve", "run", "db"])
     args = parser.parse_args()
 
-    # Ctrl-C and SIGTERM both end up in the finally block below.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # Ctrl-C and SIGTERM both end up in the finally block below (explicitly for SIGINT too:
+    # a shell starts background jobs with it ignored).
+    def interrupt(*_):
+        raise KeyboardInterrupt()
+
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
     var_dir = Path(os.environ.get("VAR_DIR") or ROOT / "var")
     url = database_url(var_dir)
     prepare_database(url)

@@ -1,0 +1,1 @@
+"""Custom NLU components of this project, referenced from config.yml."""
