@@ -11,7 +11,7 @@ export SQLALCHEMY_SILENCE_UBER_WARNING := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help install train run serve test validate test-core clean
+.PHONY: help install train run serve test validate test-core purge clean
 
 help:
 	@echo "make run      everything up, then a chat in this terminal (Ctrl-C stops it all)"
@@ -19,6 +19,7 @@ help:
 	@echo "make test     validate the data, run pytest and the test stories"
 	@echo "make train    train the model (only when config, domain or data changed)"
 	@echo "make install  create .venv with Python 3.10 and the pinned packages"
+	@echo "make purge    delete conversations and codes older than RETENTION_DAYS (30)"
 
 install: $(VENV)/.installed
 
@@ -36,8 +37,12 @@ $(MODEL): $(TRAINING) | install
 run: install $(MODEL)
 	$(PY) -m tools.stack run
 
+# WORKERS=2: two Rasa workers with a Redis lock store started for them.
 serve: install $(MODEL)
-	$(PY) -m tools.stack serve
+	WORKERS=$(WORKERS) $(PY) -m tools.stack serve
+
+purge: install
+	$(PY) -m backend.retention
 
 validate: install
 	$(RASA) data validate --fail-on-warnings

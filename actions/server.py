@@ -7,8 +7,13 @@ already holds the backend; in production a reverse proxy exposes only /certifica
 
 from __future__ import annotations
 
+import hmac
 import logging
+import logging.config
 import os
+from pathlib import Path
+
+import yaml
 
 from rasa_sdk.endpoint import create_app
 from sanic import Sanic, response
@@ -42,8 +47,28 @@ def add_certificate_routes(app: Sanic) -> None:
         })
 
 
+# rasa-sdk's own routes that run or list actions; /health and the certificate links stay open.
+PROTECTED_PATHS = ("/webhook", "/actions")
+
+
+def add_token_check(app: Sanic) -> None:
+    """Only our Rasa may run actions: it sends `Authorization: Bearer <ACTION_SERVER_TOKEN>`."""
+
+    @app.middleware("request")
+    async def require_token(request: Request):
+        if request.path not in PROTECTED_PATHS:
+            return None
+        expected = f"Bearer {get_backend().settings.action_server_token}".encode()
+        given = (request.headers.get("authorization") or "").encode()
+        if not hmac.compare_digest(given, expected):
+            log.warning("refused a call to %s without the right token", request.path)
+            return response.json({"error": "unauthorized"}, status=401)
+        return None
+
+
 def build_app() -> Sanic:
     app = create_app("actions", cors_origins=None)
+    add_token_check(app)
     add_certificate_routes(app)
 
     @app.before_server_start
@@ -55,8 +80,10 @@ def build_app() -> Sanic:
 
 
 def main() -> None:
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The same logging as the Rasa process, with the filter that masks personal data.
+    config = yaml.safe_load((Path(__file__).resolve().parent.parent / "logging.yml").read_text())
+    config["root"]["level"] = os.environ.get("LOG_LEVEL", "INFO")
+    logging.config.dictConfig(config)
     host = os.environ.get("ACTION_SERVER_HOST", "127.0.0.1")
     port = int(os.environ.get("ACTION_SERVER_PORT", "5055"))
     # No access log: certificate URLs carry the download token.

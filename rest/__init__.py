@@ -1,0 +1,1 @@
+"""The REST channel used by scripts, load tests and web clients."""

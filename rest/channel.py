@@ -1,0 +1,90 @@
+"""Rasa's REST channel made strict and polite: every turn gets an answer, bad bodies get a 400.
+
+Differences from rasa.core.channels.rest.RestInput, and why:
+- a missing or malformed sender is refused (Rasa would file it under the shared "default"
+  conversation, mixing strangers' conversations);
+- oversized messages are answered without reaching NLU;
+- a turn that fails or takes longer than TURN_TIMEOUT_SECONDS (the database or the action
+  server is down or slow), or that produced no reply at all, gets an apology instead of
+  silence, and the log line says what failed without the message text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+from typing import Any, Awaitable, Callable
+
+from rasa.core.channels.channel import CollectingOutputChannel, InputChannel, UserMessage
+from sanic import Blueprint, response
+from sanic.request import Request
+
+from backend.tracker_store import TrackerStoreUnavailable
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_CHARS = 2000
+SENDER = re.compile(r"^[A-Za-z0-9_.:@+\-]{1,128}$")
+
+# Said by the channel itself when Rasa could not answer, so it cannot come from domain.yml.
+APOLOGY = "Maaf, layanan sedang gangguan, silakan coba lagi sebentar lagi."
+TOO_LONG = "Maaf, pesan terlalu panjang. Mohon kirim pesan yang lebih singkat (maksimal 2000 karakter)."
+
+
+def turn_timeout() -> float:
+    return float(os.environ.get("TURN_TIMEOUT_SECONDS", "10"))
+
+
+async def answer_turn(on_new_message: Callable[[UserMessage], Awaitable[Any]], message: UserMessage,
+                      collector: CollectingOutputChannel, channel: str) -> None:
+    """Run one turn; on failure, timeout or silence, leave an apology in the collector."""
+    try:
+        await asyncio.wait_for(on_new_message(message), timeout=turn_timeout())
+    except TrackerStoreUnavailable as exc:
+        # Not saved: whatever the turn said would describe a state the conversation lost.
+        collector.messages.clear()
+        log.error("%s turn failed: conversation store unavailable (%s); apologised", channel, exc)
+    except asyncio.TimeoutError:
+        log.warning("%s turn took longer than %.0f s; apologised", channel, turn_timeout())
+    except Exception as exc:  # noqa: BLE001 - any failure must still get a reply
+        log.error("%s turn failed (%s); apologised", channel, type(exc).__name__)
+    if not collector.messages:
+        await collector.send_text_message(message.sender_id, APOLOGY)
+
+
+class RestInput(InputChannel):
+    @classmethod
+    def name(cls) -> str:
+        return "rest"
+
+    def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
+        webhook = Blueprint("rest_webhook", __name__)
+
+        @webhook.route("/", methods=["GET"])
+        async def health(request: Request):
+            return response.json({"status": "ok"})
+
+        @webhook.route("/webhook", methods=["POST"])
+        async def receive(request: Request):
+            try:
+                body = request.json
+            except Exception:  # noqa: BLE001 - Sanic raises its own error types on bad JSON
+                body = None
+            if not isinstance(body, dict):
+                return response.json({"error": "body must be a JSON object"}, status=400)
+            sender, text = body.get("sender"), body.get("message")
+            if not isinstance(sender, str) or not SENDER.match(sender):
+                return response.json({"error": "sender: 1-128 letters, digits or _.:@+-"}, status=400)
+            if not isinstance(text, str):
+                return response.json({"error": "message must be a string"}, status=400)
+            if len(text) > MAX_MESSAGE_CHARS:
+                return response.json([{"recipient_id": sender, "text": TOO_LONG}])
+            metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else None
+            collector = CollectingOutputChannel()
+            message = UserMessage(text, collector, sender, input_channel=self.name(), metadata=metadata)
+            await answer_turn(on_new_message, message, collector, self.name())
+            return response.json(collector.messages)
+
+        return webhook
