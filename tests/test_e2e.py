@@ -138,6 +138,16 @@ def test_rasa_http_api_is_off(stack):
         assert requests.get(base + path, timeout=10).status_code in (404, 405)
 
 
+def test_oversized_bodies_are_refused_before_parsing(stack):
+    url = f"http://127.0.0.1:{stack.rasa_port}/webhooks/rest/webhook"
+    body = b'{"sender": "big", "message": "' + b"a" * 2_000_000 + b'"}'
+    try:
+        status = requests.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=30).status_code
+    except requests.ConnectionError:  # the server may close the connection instead of answering
+        status = 413
+    assert status == 413
+
+
 def test_action_server_down_gets_an_apology_then_the_conversation_goes_on(stack, chat):
     stack.stop_actions()
     try:

@@ -112,6 +112,8 @@ class Stack:
             # One Rasa process needs no lock store beyond memory; several share one in Redis
             # so that two messages of one citizen are never processed at the same time.
             "SANIC_WORKERS": str(self.workers),
+            # Webhook bodies are small; anything over 1 MB is refused (413) before parsing.
+            "SANIC_REQUEST_MAX_SIZE": env.get("SANIC_REQUEST_MAX_SIZE") or "1048576",
             "LOCK_STORE_TYPE": "redis" if self.workers > 1 else "in_memory",
             "REDIS_HOST": env.get("REDIS_HOST") or "127.0.0.1",
             "REDIS_PORT": env.get("REDIS_PORT") or str(self.redis_port),
