@@ -11,7 +11,7 @@ export SQLALCHEMY_SILENCE_UBER_WARNING := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help install train run serve test validate test-core purge clean
+.PHONY: help install train run serve test validate test-core purge bench clean
 
 help:
 	@echo "make run      everything up, then a chat in this terminal (Ctrl-C stops it all)"
@@ -20,6 +20,7 @@ help:
 	@echo "make train    train the model (only when config, domain or data changed)"
 	@echo "make install  create .venv with Python 3.10 and the pinned packages"
 	@echo "make purge    delete conversations and codes older than RETENTION_DAYS (30)"
+	@echo "make bench    latency and throughput under load, against stock Rasa (results/bench.json)"
 
 install: $(VENV)/.installed
 
@@ -44,6 +45,10 @@ serve: install $(MODEL)
 purge: install
 	$(PY) -m backend.retention
 
+# Our stack against stock Rasa under load; BENCH_ARGS="--mode cluster" for 2 processes.
+bench: install $(MODEL)
+	$(PY) -m tools.bench $(BENCH_ARGS)
+
 validate: install
 	$(RASA) data validate --fail-on-warnings
 
@@ -55,6 +60,12 @@ test: install $(MODEL) validate
 test-core: install $(MODEL)
 	$(RASA) test core --model $(MODEL) --stories tests/test_stories.yml \
 		--fail-on-prediction-errors --out results/core
+
+# The NLU measured (docs/nlu.md): the held-out file tests/nlu/test_nlu.yml against the trained
+# model, and a seeded 5-fold cross-validation on data/nlu; reports under results/nlu/. Not part
+# of `make test`: the cross-validation trains five models (about 8 minutes).
+nlu-report: install $(MODEL)
+	$(PY) -m tools.nlu_report
 
 clean:
 	rm -rf models results .rasa

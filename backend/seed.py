@@ -84,3 +84,41 @@ def seed_demo(db: Database) -> None:
                         )
 
     db.run(seed)
+
+
+BENCH_PHONE_PREFIX = "+62813990"  # +62813990000001 ...: synthetic numbers, benchmark only
+
+
+def bench_phone(i: int) -> str:
+    return f"{BENCH_PHONE_PREFIX}{i:06d}"
+
+
+def seed_bench(db: Database, count: int) -> None:
+    """Synthetic citizens for load tests (never seeded otherwise): one person per account,
+    two doses with certificates, so every flow (status, download, change of e-mail) works."""
+
+    def seed(cur) -> None:
+        for i in range(1, count + 1):
+            phone = bench_phone(i)
+            # A NIK python-stdnum accepts (Jakarta Selatan, born 15-01-1990), in districts
+            # 20-29, which the demo citizens do not use.
+            nik = f"3174{20 + i // 10000:02d}150190{i % 10000:04d}"
+            cur.execute("INSERT INTO accounts (phone) VALUES (%s) ON CONFLICT (phone) DO NOTHING RETURNING id",
+                        (phone,))
+            row = cur.fetchone()
+            if row is None:
+                continue  # seeded before
+            cur.execute("INSERT INTO citizens (account_id, nik, full_name, birth_date) VALUES (%s, %s, %s, %s)"
+                        " ON CONFLICT (nik) DO NOTHING RETURNING id",
+                        (row["id"], nik, f"Warga Uji {i}", date(1990, 1, 15)))
+            person = cur.fetchone()
+            if person is None:
+                continue
+            for dose, on in ((1, date(2021, 7, 5)), (2, date(2021, 8, 2))):
+                cur.execute("INSERT INTO vaccinations (citizen_id, dose, vaccine, vaccinated_on, facility)"
+                            " VALUES (%s, %s, 'CoronaVac', %s, 'Puskesmas Uji') RETURNING id",
+                            (person["id"], dose, on))
+                cur.execute("INSERT INTO certificates (vaccination_id, certificate_number) VALUES (%s, %s)",
+                            (cur.fetchone()["id"], f"UJI-{i:06d}-{dose}"))
+
+    db.run(seed)

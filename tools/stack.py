@@ -80,6 +80,15 @@ def wait_http(url: str, timeout: float, process: subprocess.Popen | None = None)
     raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
 
 
+def redis_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
+            conn.sendall(b"PING\r\n")
+            return conn.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
 @dataclass
 class Stack:
     """The processes of one running assistant; usable from tests with other ports and paths."""
@@ -91,6 +100,7 @@ class Stack:
     extra_env: dict[str, str] = field(default_factory=dict)
     workers: int = 1
     redis_port: int = 6379
+    lock_store: str = ""  # "in_memory" or "redis"; by default redis when workers > 1
     processes: list[subprocess.Popen] = field(default_factory=list)
 
     def env(self) -> dict[str, str]:
@@ -114,7 +124,7 @@ class Stack:
             "SANIC_WORKERS": str(self.workers),
             # Webhook bodies are small; anything over 1 MB is refused (413) before parsing.
             "SANIC_REQUEST_MAX_SIZE": env.get("SANIC_REQUEST_MAX_SIZE") or "1048576",
-            "LOCK_STORE_TYPE": "redis" if self.workers > 1 else "in_memory",
+            "LOCK_STORE_TYPE": self.lock_store_type,
             "REDIS_HOST": env.get("REDIS_HOST") or "127.0.0.1",
             "REDIS_PORT": env.get("REDIS_PORT") or str(self.redis_port),
             "REDIS_DB": env.get("REDIS_DB") or "0",
@@ -129,9 +139,13 @@ class Stack:
         self.processes.append(process)
         return process
 
+    @property
+    def lock_store_type(self) -> str:
+        return self.lock_store or ("redis" if self.workers > 1 else "in_memory")
+
     def start_redis(self, timeout: float = 10) -> None:
-        """A Redis for the lock store, unless REDIS_HOST points at one already."""
-        if os.environ.get("REDIS_HOST"):
+        """A Redis for the lock store, unless REDIS_HOST points at one or one answers already."""
+        if os.environ.get("REDIS_HOST") or redis_answers(self.redis_port):
             return
         data = self.log_dir.parent / "redis"
         data.mkdir(parents=True, exist_ok=True)
@@ -141,14 +155,9 @@ class Stack:
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise RuntimeError("redis-server exited; is it installed (apt-get install redis-server)?")
-            try:
-                with socket.create_connection(("127.0.0.1", self.redis_port), timeout=1) as conn:
-                    conn.sendall(b"PING\r\n")
-                    if conn.recv(16).startswith(b"+PONG"):
-                        log(f"Redis ready on 127.0.0.1:{self.redis_port} (lock store)")
-                        return
-            except OSError:
-                pass
+            if redis_answers(self.redis_port):
+                log(f"Redis ready on 127.0.0.1:{self.redis_port} (lock store)")
+                return
             time.sleep(0.2)
         raise TimeoutError("redis-server did not answer")
 
@@ -170,7 +179,7 @@ class Stack:
             self.processes.remove(process)
 
     def start_rasa(self, timeout: float = 180) -> None:
-        if self.workers > 1:
+        if self.lock_store_type == "redis":
             self.start_redis()
         process = self._start("rasa", self.rasa_args("run") + ["--interface", "127.0.0.1"])
         wait_http(f"http://127.0.0.1:{self.rasa_port}/", timeout, process)

@@ -1,0 +1,465 @@
+"""The benchmark (`make bench`): simulated citizens against our stack and stock Rasa, same run.
+
+    python -m tools.bench                       # 1 and 16 users, alternating rounds
+    python -m tools.bench --mode cluster        # our stack as 2 Rasa + 2 action servers behind
+                                                #   a round-robin proxy, vs 1 + 1
+    python -m tools.bench --duration 10 --rounds 1 --users 1,4,16
+
+Our citizens go through real flows over the REST channel: greeting, status with the OTP read
+from the outbox, download of a certificate (and the PDF behind the link), change of e-mail.
+Stock Rasa is `rasa init`'s assistant, trained in var/bench/stock with this project's Rasa,
+driven with its own greet / mood / goodbye turns. Rounds alternate between the two so machine
+noise hits both alike. Prints a table and writes results/bench.json and results/bench.png.
+The stack it starts raises the OTP send limits (load tests may; nothing else changes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import psutil
+
+from tools.stack import ROOT, VENV_BIN, Stack, database_url, log, prepare_database, wait_http
+
+BENCH_DIR = ROOT / "var" / "bench"
+RESULTS = ROOT / "results"
+BENCH_ACCOUNTS = 3000
+LOAD_ENV = {"OTP_MAX_SENDS_PER_HOUR": "1000000", "OTP_MAX_SENDS_PER_MINUTE": "1000000"}
+
+
+# --- the outbox, read incrementally --------------------------------------------------------------
+
+
+class OutboxReader:
+    """The latest code per phone from the development outbox, reading only what was appended."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.offset = path.stat().st_size if path.exists() else 0
+        self.codes: dict[str, str] = {}
+
+    def code_for(self, phone: str) -> str | None:
+        if self.path.exists():
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                chunk = f.read()
+            complete = chunk[: chunk.rfind(b"\n") + 1]
+            self.offset += len(complete)
+            for line in complete.decode().splitlines():
+                row = json.loads(line)
+                found = re.search(r"\b(\d{6})\b", row["text"])
+                if found:
+                    self.codes[row["to"]] = found.group(1)
+        return self.codes.pop(phone, None)
+
+
+# --- simulated users -----------------------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    latencies: list[float] = field(default_factory=list)  # seconds per turn
+    errors: int = 0
+    flows: int = 0
+    pdf_ms: list[float] = field(default_factory=list)
+
+
+class Client:
+    def __init__(self, session: aiohttp.ClientSession, url: str, sample: Sample):
+        self.session, self.url, self.sample = session, url, sample
+
+    async def say(self, sender: str, text: str) -> str:
+        started = time.perf_counter()
+        try:
+            async with self.session.post(self.url, json={"sender": sender, "message": text}) as reply:
+                messages = await reply.json() if reply.status == 200 else []
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            messages = []
+        self.sample.latencies.append(time.perf_counter() - started)
+        text_out = "\n".join(m.get("text", "") for m in messages)
+        if not text_out or "gangguan" in text_out:
+            self.sample.errors += 1
+        return text_out
+
+
+async def citizen(client: Client, outbox: OutboxReader, phones: asyncio.Queue, deadline: float) -> None:
+    """One citizen after another: status (verifies), download, change of e-mail, goodbye."""
+    while time.monotonic() < deadline:
+        phone = await phones.get()
+        sender = f"bench-{uuid.uuid4().hex[:12]}"
+        ok = True
+        await client.say(sender, "halo")
+        await client.say(sender, "cek status vaksin saya")
+        await client.say(sender, "0" + phone[3:])
+        code = None
+        for _ in range(50):  # the code is in the outbox once the reply came back
+            code = outbox.code_for(phone)
+            if code:
+                break
+            await asyncio.sleep(0.01)
+        if code is None:
+            client.sample.errors += 1
+            ok = False
+        else:
+            reply = await client.say(sender, code)
+            ok = "Status vaksinasi" in reply
+            await client.say(sender, "download sertifikat")
+            reply = await client.say(sender, "2")
+            link = re.search(r"https?://\S+\.pdf", reply)
+            if link:
+                started = time.perf_counter()
+                async with client.session.get(link.group(0)) as pdf:
+                    await pdf.read()
+                client.sample.pdf_ms.append((time.perf_counter() - started) * 1000)
+            else:
+                ok = False
+            await client.say(sender, "mau ganti email")
+            await client.say(sender, f"warga{random.randint(1, 10**6)}@example.com")
+            reply = await client.say(sender, "ya")
+            ok = ok and "berhasil" in reply
+            await client.say(sender, "selesai")
+        client.sample.flows += ok
+        client.sample.errors += not ok
+        phones.put_nowait(phone)  # back at the end of the queue: reused after others
+
+
+STOCK_TURNS = [["hello", "I am feeling great", "bye"],
+               ["hi there", "I am sad", "yes", "goodbye"],
+               ["hey", "are you a bot?", "very good", "see you later"]]
+
+
+async def stock_user(client: Client, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        sender = f"stock-{uuid.uuid4().hex[:12]}"
+        for text in random.choice(STOCK_TURNS):
+            await client.say(sender, text)
+        client.sample.flows += 1
+
+
+async def drive(url: str, users: int, seconds: float, kind: str, outbox: OutboxReader | None,
+                phones: asyncio.Queue | None) -> Sample:
+    sample = Sample()
+    deadline = time.monotonic() + seconds
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=users * 2)) as session:
+        client = Client(session, url, sample)
+        if kind == "ours":
+            tasks = [citizen(client, outbox, phones, deadline) for _ in range(users)]
+        else:
+            tasks = [stock_user(client, deadline) for _ in range(users)]
+        started = time.monotonic()
+        await asyncio.gather(*tasks)
+        sample.elapsed = time.monotonic() - started
+    return sample
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def summarise(samples: list[Sample]) -> dict:
+    latencies = [x for s in samples for x in s.latencies]
+    elapsed = sum(s.elapsed for s in samples)
+    pdf = [x for s in samples for x in s.pdf_ms]
+    return {
+        "turns": len(latencies),
+        "turns_per_s": round(len(latencies) / elapsed, 1) if elapsed else 0,
+        "p50_ms": round(percentile(latencies, 50) * 1000, 1),
+        "p95_ms": round(percentile(latencies, 95) * 1000, 1),
+        "p99_ms": round(percentile(latencies, 99) * 1000, 1),
+        "errors": sum(s.errors for s in samples),
+        "flows_completed": sum(s.flows for s in samples),
+        "pdf_download_p50_ms": round(statistics.median(pdf), 1) if pdf else None,
+    }
+
+
+# --- processes -----------------------------------------------------------------------------------
+
+
+def rss_mb(pid: int) -> float:
+    process = psutil.Process(pid)
+    return round(sum(p.memory_info().rss for p in [process] + process.children(recursive=True)) / 2**20, 1)
+
+
+def start_stock(port: int) -> tuple[subprocess.Popen, dict]:
+    """`rasa init` in a scratch folder, trained once and kept; returns the running server."""
+    folder = BENCH_DIR / "stock"
+    facts = {}
+    model_dir = folder / "models"
+    if not (folder / "config.yml").exists() or not list(model_dir.glob("*.tar.gz")):
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        log("creating and training the stock `rasa init` assistant ...")
+        started = time.monotonic()
+        subprocess.run([str(VENV_BIN / "rasa"), "init", "--no-prompt", "--init-dir", str(folder)],
+                       cwd=folder, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        facts["training_s"] = round(time.monotonic() - started, 1)
+        (folder / "training_s.txt").write_text(str(facts["training_s"]))
+    else:
+        facts["training_s"] = float((folder / "training_s.txt").read_text()) if (folder / "training_s.txt").exists() else None
+    env = dict(os.environ, SQLALCHEMY_SILENCE_UBER_WARNING="1", TF_CPP_MIN_LOG_LEVEL="2")
+    out = open(BENCH_DIR / "stock.log", "ab")
+    started = time.monotonic()
+    process = subprocess.Popen([str(VENV_BIN / "rasa"), "run", "--port", str(port), "--interface", "127.0.0.1"],
+                               cwd=folder, env=env, stdout=out, stderr=out, start_new_session=True)
+    first_answer(f"http://127.0.0.1:{port}/webhooks/rest/webhook", process, "hello")
+    facts["start_to_first_answer_s"] = round(time.monotonic() - started, 1)
+    return process, facts
+
+
+def first_answer(url: str, process: subprocess.Popen, text: str, timeout: float = 300) -> None:
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server behind {url} exited")
+        try:
+            if requests.post(url, json={"sender": "warmup", "message": text}, timeout=5).json():
+                return
+        except (requests.RequestException, ValueError):
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"no answer from {url}")
+
+
+def pid_listening(port: int) -> int:
+    return next(c.pid for c in psutil.net_connections("tcp")
+                if c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN)
+
+
+def rasa_pid(stack: Stack) -> int:
+    return next(p.pid for p in stack.processes if "rasa" in " ".join(map(str, p.args)) and "run" in p.args)
+
+
+def start_ours(url: str, ports: tuple[int, int], log_dir: Path) -> tuple[Stack, dict]:
+    stack = Stack(url, rasa_port=ports[0], action_port=ports[1], log_dir=log_dir, extra_env=LOAD_ENV)
+    started = time.monotonic()
+    stack.start_actions()
+    stack.start_rasa()
+    process = next(p for p in stack.processes if "run" in p.args)
+    first_answer(f"http://127.0.0.1:{ports[0]}/webhooks/rest/webhook", process, "halo")
+    return stack, {"start_to_first_answer_s": round(time.monotonic() - started, 1)}
+
+
+# --- cluster mode: a round-robin proxy -----------------------------------------------------------
+
+
+async def round_robin_proxy(listen_port: int, upstreams: list[str], stop: asyncio.Event) -> None:
+    """Every request to the next upstream in turn: each message of a conversation may land on
+    another process, which is what the shared tracker store and lock store must survive."""
+    from aiohttp import web
+
+    counter = {"n": 0}
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
+
+    async def forward(request: web.Request) -> web.Response:
+        upstream = upstreams[counter["n"] % len(upstreams)]
+        counter["n"] += 1
+        body = await request.read()
+        async with session.request(request.method, upstream + request.path_qs, data=body,
+                                   headers={"Content-Type": request.headers.get("Content-Type", "")}) as reply:
+            return web.Response(body=await reply.read(), status=reply.status,
+                                content_type=reply.content_type)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", forward)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", listen_port).start()
+    await stop.wait()
+    await runner.cleanup()
+    await session.close()
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for name, rows in report["load"].items():
+        users = sorted(int(u) for u in rows)
+        left.plot(users, [rows[str(u)]["p50_ms"] for u in users], marker="o", label=f"{name} p50")
+        left.plot(users, [rows[str(u)]["p99_ms"] for u in users], marker="x", linestyle="--", label=f"{name} p99")
+        right.plot(users, [rows[str(u)]["turns_per_s"] for u in users], marker="o", label=name)
+    left.set(xlabel="concurrent users", ylabel="latency per turn (ms)", title="Latency against load")
+    right.set(xlabel="concurrent users", ylabel="turns per second", title="Throughput")
+    left.legend()
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", default="1,16")
+    parser.add_argument("--duration", type=float, default=20, help="seconds per round")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--mode", choices=["single", "cluster"], default="single")
+    args = parser.parse_args()
+    users = [int(u) for u in args.users.split(",")]
+    BENCH_DIR.mkdir(parents=True, exist_ok=True)
+    RESULTS.mkdir(exist_ok=True)
+    os.environ.update(LOAD_ENV)
+
+    url = database_url(ROOT / "var")
+    prepare_database(url)
+    from backend import Backend
+    from backend.seed import bench_phone, seed_bench
+
+    backend = Backend.create(dsn=url)
+    seed_bench(backend.db, BENCH_ACCOUNTS)
+    outbox_path = backend.settings.otp_outbox
+    backend.db.close()
+
+    stacks, targets, facts, started_by_us = [], {}, {}, []
+    try:
+        if args.mode == "single":
+            try:
+                wait_http("http://127.0.0.1:5005/", 1)
+                log("using the stack already running on 5005 (start it with raised OTP limits: see README)")
+                targets["ours"] = "http://127.0.0.1:5005/webhooks/rest/webhook"
+                ours_pid = pid_listening(5005)
+            except TimeoutError:
+                log("starting our stack (make serve) ...")
+                stack, facts["ours"] = start_ours(url, (5005, 5055), ROOT / "var" / "log")
+                stacks.append(stack)
+                ours_pid = rasa_pid(stack)
+                targets["ours"] = "http://127.0.0.1:5005/webhooks/rest/webhook"
+            stock, facts["stock"] = start_stock(5006)
+            started_by_us.append(stock)
+            targets["stock"] = "http://127.0.0.1:5006/webhooks/rest/webhook"
+            pids = {"ours": ours_pid, "stock": stock.pid}
+        else:
+            # Two Rasa processes and two action servers sharing PostgreSQL and a Redis lock store,
+            # against one of them alone (same lock store), through the same client.
+            for name, ports in (("a", (5105, 5155)), ("b", (5106, 5156))):
+                stack = Stack(url, rasa_port=ports[0], action_port=ports[1], log_dir=BENCH_DIR / f"log-{name}",
+                              extra_env=LOAD_ENV, lock_store="redis", redis_port=6391)
+                stack.start_actions()
+                stack.start_rasa()
+                stacks.append(stack)
+            targets["one_process"] = "http://127.0.0.1:5105/webhooks/rest/webhook"
+            targets["two_processes"] = "http://127.0.0.1:5200/webhooks/rest/webhook"
+            pids = {"process_a": rasa_pid(stacks[0]), "process_b": rasa_pid(stacks[1])}
+
+        phones: asyncio.Queue = asyncio.Queue()
+        for i in range(1, BENCH_ACCOUNTS + 1):
+            phones.put_nowait(bench_phone(i))
+        outbox = OutboxReader(Path(outbox_path))
+        results: dict[str, dict[int, list[Sample]]] = {name: {u: [] for u in users} for name in targets}
+
+        async def run_all() -> None:
+            stop = asyncio.Event()
+            proxy = None
+            if args.mode == "cluster":
+                proxy = asyncio.create_task(round_robin_proxy(
+                    5200, ["http://127.0.0.1:5105", "http://127.0.0.1:5106"], stop))
+                await asyncio.sleep(0.5)
+            for n in users:
+                for r in range(args.rounds):
+                    for name, target in targets.items():
+                        kind = "stock" if name == "stock" else "ours"
+                        log(f"{name}: {n} user(s), round {r + 1}/{args.rounds}, {args.duration:.0f} s")
+                        sample = await drive(target, n, args.duration, kind, outbox, phones)
+                        results[name][n].append(sample)
+            stop.set()
+            if proxy:
+                await proxy
+
+        asyncio.run(run_all())
+
+        report = {
+            "mode": args.mode, "duration_s": args.duration, "rounds": args.rounds,
+            "machine": {"cpus": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1)},
+            "load": {name: {str(n): summarise(samples) for n, samples in rows.items()} for name, rows in results.items()},
+            "rss_mb": {name: rss_mb(pid) for name, pid in pids.items()},
+            "startup": facts,
+        }
+        if args.mode == "single":
+            action_pid = next((p.pid for s in stacks for p in s.processes if "actions.server" in p.args), None)
+            if action_pid:
+                report["rss_mb"]["ours_action_server"] = rss_mb(action_pid)
+            model = ROOT / "models" / "current.tar.gz"
+            report["model_mb"] = round(model.stat().st_size / 2**20, 1)
+        names = list(targets)
+        base = names[1]
+        report["ratio"] = {str(n): round(report["load"][names[0]][str(n)]["turns_per_s"]
+                                         / max(report["load"][base][str(n)]["turns_per_s"], 0.001), 2)
+                           for n in users}
+        report["certificate_pdf"] = pdf_build_times()
+        (RESULTS / "bench.json").write_text(json.dumps(report, indent=2))
+        plot(report, RESULTS / "bench.png")
+        print_table(report, names)
+        return 0
+    finally:
+        for s in stacks:
+            s.stop()
+        for process in started_by_us:
+            os.killpg(process.pid, 15)
+            process.wait(timeout=20)
+
+
+def pdf_build_times() -> dict:
+    """Building a certificate PDF: first time and from the cache (per certificate and version)."""
+    from datetime import date
+
+    from backend.certificates import CertificateCache, build_pdf
+
+    data = {"certificate_id": 1, "version": 1, "full_name": "Warga Uji", "nik": "3174201501900001",
+            "birth_date": date(1990, 1, 15), "dose": 2, "vaccine": "CoronaVac",
+            "vaccinated_on": date(2021, 8, 2), "facility": "Puskesmas Uji", "certificate_number": "UJI-000001-2"}
+    build_pdf(data)  # imports and fonts warmed
+    cold = []
+    for i in range(20):
+        started = time.perf_counter()
+        build_pdf({**data, "certificate_id": i})
+        cold.append((time.perf_counter() - started) * 1000)
+    cache = CertificateCache()
+    cache.get_pdf(data)
+    warm = []
+    for _ in range(200):
+        started = time.perf_counter()
+        cache.get_pdf(data)
+        warm.append((time.perf_counter() - started) * 1000)
+    return {"build_p50_ms": round(statistics.median(cold), 2), "cached_p50_ms": round(statistics.median(warm), 4)}
+
+
+def print_table(report: dict, names: list[str]) -> None:
+    print()
+    print(f"{'':16}{'users':>6}{'turns/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'errors':>8}{'flows':>7}")
+    for name in names:
+        for n, row in report["load"][name].items():
+            print(f"{name:16}{n:>6}{row['turns_per_s']:>10}{row['p50_ms']:>9}{row['p95_ms']:>9}"
+                  f"{row['p99_ms']:>9}{row['errors']:>8}{row['flows_completed']:>7}")
+    print(f"\nthroughput ratio {names[0]} / {names[1]}: {report['ratio']}")
+    print(f"resident memory (MB): {report['rss_mb']}")
+    print(f"start to first answer / training: {report['startup']}")
+    print(f"certificate PDF: {report['certificate_pdf']}")
+    print(f"written: {RESULTS / 'bench.json'}, {RESULTS / 'bench.png'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
