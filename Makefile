@@ -53,6 +53,7 @@ validate: install
 	$(RASA) data validate --fail-on-warnings
 
 test: install $(MODEL) validate
+	$(PY) deploy/check.py
 	$(PY) -m pytest -q tests
 	$(MAKE) --no-print-directory test-core
 

@@ -35,9 +35,11 @@ class Backend:
         return cls(settings, db, repo, OtpService(repo, make_sender(settings, clock)), CertificateCache())
 
     def prepare(self) -> None:
-        """Schema up to date and demo citizens present; safe to call from every process."""
+        """Schema up to date and (unless SEED_DEMO_DATA=0) the demo citizens present; safe to
+        call from every process."""
         migrate(self.db)
-        seed_demo(self.db)
+        if self.settings.seed_demo_data:
+            seed_demo(self.db)
 
 
 __all__ = ["Backend", "DatabaseUnavailable", "Settings"]

@@ -24,15 +24,23 @@ def _int(env: dict, name: str, default: int) -> int:
     return value
 
 
+def _flag(env: dict, name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    return default if not raw else raw in ("1", "true", "yes", "on")
+
+
 def _secret(env: dict, name: str, var_dir: Path) -> bytes:
     """A key from the environment, or a development key kept under var/secrets/.
 
-    Replicas in production must share the key, so there it comes from the environment;
+    Replicas in production must share the key, so there it comes from the environment, and
+    with REQUIRE_SECRETS set a missing one stops the process instead of diverging per pod;
     a development machine gets a random one that survives restarts.
     """
     raw = env.get(name, "").strip()
     if raw:
         return raw.encode()
+    if _flag(env, "REQUIRE_SECRETS", False):
+        raise ValueError(f"{name} must be set (REQUIRE_SECRETS is on)")
     path = var_dir / "secrets" / name.lower()
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -68,9 +76,12 @@ class Settings:
 
     public_base_url: str
     certificate_link_ttl_seconds: int
+    seed_demo_data: bool
 
     otp_hash_key: bytes = field(repr=False)
     action_server_token: str = field(repr=False, default="")
+    # WHATSAPP_* as read with the rest, for OTP_SENDER=whatsapp (parsed by whatsapp.settings).
+    whatsapp_env: tuple = field(repr=False, default=())
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> "Settings":
@@ -94,8 +105,11 @@ class Settings:
             sms_gateway_token=env.get("SMS_GATEWAY_TOKEN") or None,
             public_base_url=(env.get("PUBLIC_BASE_URL") or "http://localhost:5055").rstrip("/"),
             certificate_link_ttl_seconds=_int(env, "CERTIFICATE_LINK_TTL_SECONDS", 900),
+            # The demo citizens' numbers are real-looking: never seed them in production.
+            seed_demo_data=_flag(env, "SEED_DEMO_DATA", True),
             otp_hash_key=_secret(env, "OTP_HASH_KEY", var_dir),
             action_server_token=_secret(env, "ACTION_SERVER_TOKEN", var_dir).decode(),
+            whatsapp_env=tuple(sorted((k, v) for k, v in env.items() if k.startswith("WHATSAPP_"))),
         )
 
 

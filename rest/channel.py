@@ -2,7 +2,8 @@
 
 Differences from rasa.core.channels.rest.RestInput, and why:
 - a missing or malformed sender is refused (Rasa would file it under the shared "default"
-  conversation, mixing strangers' conversations);
+  conversation, mixing strangers' conversations), and so is a sender that is only a phone
+  number: those are WhatsApp's conversation ids (wa_id), which REST must never reach;
 - oversized messages are answered without reaching NLU;
 - a turn that fails or takes longer than TURN_TIMEOUT_SECONDS (the database or the action
   server is down or slow), or that produced no reply at all, gets an apology instead of
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 
 MAX_MESSAGE_CHARS = 2000
 SENDER = re.compile(r"^[A-Za-z0-9_.:@+\-]{1,128}$")
+PHONE_LIKE = re.compile(r"^\+?[0-9]+$")
 
 # Said by the channel itself when Rasa could not answer, so it cannot come from domain.yml.
 APOLOGY = "Maaf, layanan sedang gangguan, silakan coba lagi sebentar lagi."
@@ -75,8 +77,9 @@ class RestInput(InputChannel):
             if not isinstance(body, dict):
                 return response.json({"error": "body must be a JSON object"}, status=400)
             sender, text = body.get("sender"), body.get("message")
-            if not isinstance(sender, str) or not SENDER.match(sender):
-                return response.json({"error": "sender: 1-128 letters, digits or _.:@+-"}, status=400)
+            if not isinstance(sender, str) or not SENDER.match(sender) or PHONE_LIKE.match(sender):
+                return response.json({"error": "sender: 1-128 letters, digits or _.:@+-, not only digits"},
+                                     status=400)
             if not isinstance(text, str):
                 return response.json({"error": "message must be a string"}, status=400)
             if len(text) > MAX_MESSAGE_CHARS:

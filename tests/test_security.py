@@ -162,7 +162,8 @@ def test_rest_channel_answers_and_refuses_malformed_bodies(rest_app):
         {"recipient_id": "u1", "text": "echo halo"}]
     for bad in ({"data": "not json"}, {"json": ["a"]}, {"json": {"message": "halo"}},
                 {"json": {"sender": "", "message": "x"}}, {"json": {"sender": "a b", "message": "x"}},
-                {"json": {"sender": "u1", "message": 5}}, {"json": {"sender": "x" * 200, "message": "x"}}):
+                {"json": {"sender": "u1", "message": 5}}, {"json": {"sender": "x" * 200, "message": "x"}},
+                {"json": {"sender": "6281234567001", "message": "x"}}, {"json": {"sender": "+62812", "message": "x"}}):
         assert post(rest_app, bad).status == 400
     long = post(rest_app, {"json": {"sender": "u1", "message": "a" * 5000}}).json
     assert "terlalu panjang" in long[0]["text"]
@@ -199,3 +200,15 @@ async def _timed(coro) -> float:
     start = loop.time()
     await coro
     return loop.time() - start
+
+
+def test_production_settings_refuse_missing_secrets_and_skip_demo_data(tmp_path):
+    from backend import Settings
+
+    env = {"VAR_DIR": str(tmp_path), "REQUIRE_SECRETS": "1", "ACTION_SERVER_TOKEN": "t"}
+    with pytest.raises(ValueError, match="OTP_HASH_KEY"):
+        Settings.from_env(env)
+    production = Settings.from_env({**env, "OTP_HASH_KEY": "k", "SEED_DEMO_DATA": "0"})
+    assert production.seed_demo_data is False and production.otp_hash_key == b"k"
+    assert not (tmp_path / "secrets").exists()
+    assert Settings.from_env({"VAR_DIR": str(tmp_path)}).seed_demo_data is True

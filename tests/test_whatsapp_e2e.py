@@ -1,0 +1,140 @@
+"""End to end over WhatsApp: the real Rasa and action server, the channel pointed at the fake.
+
+Rasa (trained model) and the action server run as processes, started once for this module; a
+citizen's signed webhooks go in, the Graph API calls come out.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+
+import pytest
+from pypdf import PdfReader
+
+from tools.stack import MODEL, Stack
+from whatsapp import texts
+from whatsapp.fake_graph import FakeGraph, button_reply, post_webhook, text, webhook
+from whatsapp_support import APP_SECRET, CITIZEN, VERIFY_TOKEN, free_port
+
+pytestmark = pytest.mark.skipif(not MODEL.exists(), reason="no trained model: run `make train`")
+
+
+@pytest.fixture(scope="module")
+def fake():
+    with FakeGraph() as graph:
+        yield graph
+
+
+@pytest.fixture(scope="module")
+def stack(database_url, tmp_path_factory, fake):
+    tmp = tmp_path_factory.mktemp("wa-stack")
+    running = Stack(database_url, rasa_port=free_port(), action_port=free_port(), log_dir=tmp / "log",
+                    extra_env={"VAR_DIR": str(tmp), "OTP_OUTBOX": str(tmp / "outbox.jsonl"),
+                               "OTP_HASH_KEY": "wa-e2e-test-key", "LOG_LEVEL": "INFO",
+                               **fake.env(APP_SECRET, VERIFY_TOKEN),
+                               "WHATSAPP_RETRY_BASE_SECONDS": "0.05"})
+    try:
+        running.start_actions()
+        running.start_rasa()
+    except Exception:
+        running.stop()
+        for log in sorted((tmp / "log").glob("*.log")):
+            print(f"--- {log.name}\n{log.read_text()[-4000:]}")
+        raise
+    running.outbox = tmp / "outbox.jsonl"
+    yield running
+    running.stop()
+
+
+class Phone:
+    """A citizen's WhatsApp: sends signed webhooks, returns what the assistant sent back."""
+
+    def __init__(self, stack: Stack, fake: FakeGraph, wa_id: str):
+        self.url = f"http://127.0.0.1:{stack.rasa_port}/webhooks/whatsapp/webhook"
+        self.fake, self.wa_id = fake, wa_id
+
+    def send(self, message: dict) -> list[dict]:
+        before = len(self.fake.sent(self.wa_id))
+        reply = post_webhook(self.url, webhook([message]), APP_SECRET)
+        assert reply.status_code == 200, reply.text
+        self.fake.wait_for_sent(before + 1, self.wa_id, timeout=30)
+        self.fake.quiet_for(0.4)  # the rest of this turn's replies (sent back to back)
+        return self.fake.sent(self.wa_id)[before:]
+
+    def say(self, words: str) -> list[dict]:
+        return self.send(text(self.wa_id, words))
+
+    def tap(self, button_id: str, title: str) -> list[dict]:
+        return self.send(button_reply(self.wa_id, button_id, title))
+
+
+def bodies(messages: list[dict]) -> str:
+    parts = []
+    for m in messages:
+        if m["type"] == "text":
+            parts.append(m["text"]["body"])
+        elif m["type"] == "interactive":
+            parts.append(m["interactive"]["body"]["text"])
+    return "\n".join(parts)
+
+
+def test_certificate_download_over_whatsapp(stack, fake, backend, database_url):
+    from conftest import Outbox
+
+    phone = Phone(stack, fake, CITIZEN)
+    [greeting] = phone.say("halo")
+    assert greeting["type"] == "interactive" and greeting["interactive"]["type"] == "button"
+    buttons = [b["reply"] for b in greeting["interactive"]["action"]["buttons"]]
+    assert [b["title"] for b in buttons] == ["Download Sertifikat", "Status Vaksinasi", "Ubah Info Diri"]
+
+    assert "nomor HP" in bodies(phone.tap(buttons[0]["id"], buttons[0]["title"]))
+    reply = bodies(phone.say("0812-3456-7002"))
+    assert "0812****7002" in reply and "kode OTP" in reply
+    code = Outbox(stack.outbox).last_code("+6281234567002")
+
+    answer = phone.say(code)
+    assert "Verifikasi berhasil" in bodies(answer) and "Siti Rahmawati" in bodies(answer)
+    choice = answer[-1]
+    assert choice["type"] == "interactive" and "Sertifikat mana" in choice["interactive"]["body"]["text"]
+    doses = [b["reply"] for b in choice["interactive"]["action"]["buttons"]]
+    assert [d["title"] for d in doses] == ["Dosis 1", "Dosis 2"]
+
+    tap = button_reply(CITIZEN, doses[1]["id"], doses[1]["title"])
+    [document] = phone.send(tap)
+    assert document["type"] == "document"
+    assert document["document"]["filename"] == "sertifikat-vaksin-dosis-2.pdf"
+    caption = document["document"]["caption"]
+    assert "Siti Rahmawati" in caption and "3273********0003" in caption and "http" not in caption
+    pdf = fake.media[document["document"]["id"]]
+    assert pdf.mime_type == "application/pdf" and pdf.filename == "sertifikat-vaksin-dosis-2.pdf"
+    page = PdfReader(io.BytesIO(pdf.content)).pages[0].extract_text()
+    assert "Siti Rahmawati" in page and "AstraZeneca" in page and "3273********0003" in page
+    assert all(r.status == 200 for r in fake.requests)
+
+    # Meta redelivering the tap changes nothing.
+    before = len(fake.requests)
+    assert post_webhook(phone.url, webhook([tap]), APP_SECRET).status_code == 200
+    fake.quiet_for(1.0)
+    assert len(fake.requests) == before
+
+    event = backend.db.run(lambda cur: (cur.execute(
+        "SELECT data FROM events WHERE sender_id = %s AND type_name = 'bot' ORDER BY id DESC LIMIT 1",
+        (CITIZEN,)), cur.fetchone())[1])
+    link = next(w for w in event["data"].split('"') if "/certificates/" in w)
+    token = link.rsplit("/", 1)[1][:-4]
+
+    # Nothing personal in either process's log: number, NIK, code, download token.
+    logs = "".join(p.read_text() for p in stack.log_dir.glob("*.log"))
+    for secret in ("81234567002", "3273025708850003", code, token):
+        assert secret not in logs
+
+
+def test_action_server_down_gets_an_apology_then_the_conversation_goes_on(stack, fake, backend):
+    phone = Phone(stack, fake, f"62899{random.randrange(10**7, 10**8)}")
+    stack.stop_actions()
+    try:
+        assert bodies(phone.say("cek status vaksin")).endswith(texts.APOLOGY)
+    finally:
+        stack.start_actions()
+    assert "nomor HP" in bodies(phone.say("cek status vaksin"))

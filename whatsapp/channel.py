@@ -1,0 +1,404 @@
+"""The Rasa channel for Meta's WhatsApp Cloud API, webhook at /webhooks/whatsapp/webhook.
+
+Registered in credentials.yml as `whatsapp.channel.WhatsAppInput`; settings from WHATSAPP_*
+(docs/whatsapp.md).
+A POST is authenticated (X-Hub-Signature-256) before it is read, its message ids are claimed in
+PostgreSQL so that a redelivery is dropped, and Meta gets its 200 at once; the turns run in the
+background, one sender's messages one after the other. Each turn's replies are collected, then
+sent through the Graph API, a certificate link as a PDF document; a turn that failed or said
+nothing gets an apology, so no message is left unanswered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import hmac
+import json
+import logging
+import re
+import threading
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+import aiohttp
+from rasa.core.channels.channel import InputChannel, OutputChannel, UserMessage
+from sanic import Blueprint, response
+from sanic.request import Request
+
+from backend.db import Database, DatabaseUnavailable, migrate
+
+from . import outbound, texts
+from .dedupe import SeenMessages
+from .graph import GraphClient, GraphError, mask_wa_id
+from .inbound import SIGNATURE_HEADER, Inbound, log_statuses, read_webhook, signature_is_valid
+from .settings import WhatsAppSettings
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1024 * 1024  # Meta's batches are a few kB
+MAX_CHALLENGE_CHARS = 256
+_FILENAME = re.compile(r'filename="?([A-Za-z0-9._\-]{1,100})"?')
+
+
+# --- noticing that Rasa failed inside a turn ----------------------------------------------------
+
+@dataclass
+class Turn:
+    error: str | None = None
+
+
+_current_turn: contextvars.ContextVar[Turn | None] = contextvars.ContextVar("whatsapp_turn", default=None)
+
+
+class TurnErrorWatch(logging.Filter):
+    """Rasa's processor catches an action that failed (the action server is down), logs it and
+    carries on, often saying nothing: the log record is the only sign, so we watch for it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        turn = _current_turn.get()
+        if turn is not None and record.levelno >= logging.ERROR and turn.error is None:
+            turn.error = f"{record.name} logged an error"
+        return True
+
+
+def _watch_rasa_errors() -> None:
+    # On the logger itself, not a handler: it sees the record whatever logging is configured.
+    processor = logging.getLogger("rasa.core.processor")
+    if not any(isinstance(f, TurnErrorWatch) for f in processor.filters):
+        processor.addFilter(TurnErrorWatch())
+
+
+# --- output ---------------------------------------------------------------------------------
+
+class CollectedOutput(OutputChannel):
+    """Keeps a turn's bot messages as Rasa made them; they are sent once the turn is over."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict] = []
+
+    @classmethod
+    def name(cls) -> str:
+        return "whatsapp"
+
+    async def send_response(self, recipient_id: str, message: dict[str, Any]) -> None:
+        self.messages.append(dict(message))
+
+    async def send_text_message(self, recipient_id: str, text: str, **kwargs: Any) -> None:
+        self.messages.append({"text": text})
+
+
+class DirectOutput(OutputChannel):
+    """For messages Rasa sends outside a turn (reminders, external events): sent at once."""
+
+    def __init__(self, deliver: Callable[[str, list[dict]], Awaitable[int]]):
+        self.deliver = deliver
+
+    @classmethod
+    def name(cls) -> str:
+        return "whatsapp"
+
+    async def send_response(self, recipient_id: str, message: dict[str, Any]) -> None:
+        await self.deliver(recipient_id, [dict(message)])
+
+    async def send_text_message(self, recipient_id: str, text: str, **kwargs: Any) -> None:
+        await self.deliver(recipient_id, [{"text": text}])
+
+
+# --- per-sender order -----------------------------------------------------------------------
+
+@dataclass
+class Delivery:
+    """A message waiting for its turn, with the claim of its batch's ids in PostgreSQL (a future
+    shared by the batch: it resolves to the ids seen for the first time)."""
+    message: Inbound
+    claim: asyncio.Future
+
+
+class SenderQueues:
+    """One queue and one worker per sender while it has work: a citizen's messages are handled
+    in the order received, different citizens' at the same time. Across replicas, Rasa's lock
+    store keeps one conversation's turns apart; this keeps their order within a replica."""
+
+    def __init__(self, process: Callable[[Delivery], Awaitable[None]]):
+        self.process = process
+        self._queues: dict[str, deque] = {}
+        self._workers: dict[str, asyncio.Task] = {}
+
+    def submit(self, delivery: Delivery) -> None:
+        key = delivery.message.wa_id
+        queue = self._queues.get(key)
+        if queue is not None:
+            queue.append(delivery)
+            return
+        self._queues[key] = deque([delivery])
+        self._workers[key] = asyncio.get_running_loop().create_task(self._drain(key))
+
+    async def _drain(self, key: str) -> None:
+        queue = self._queues[key]
+        try:
+            while queue:
+                delivery = queue.popleft()
+                try:
+                    await self.process(delivery)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # noqa: BLE001 - one bad message must not stop the next ones
+                    log.exception("WhatsApp message from %s could not be handled", mask_wa_id(key))
+        finally:
+            # No await between the queue running empty and this: nothing can slip in between.
+            self._queues.pop(key, None)
+            self._workers.pop(key, None)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._workers)
+
+    async def idle(self) -> None:
+        while self._workers:
+            await asyncio.gather(*list(self._workers.values()), return_exceptions=True)
+
+    async def cancel(self) -> None:
+        for task in list(self._workers.values()):
+            task.cancel()
+        await asyncio.gather(*list(self._workers.values()), return_exceptions=True)
+
+
+# --- the channel ----------------------------------------------------------------------------
+
+class WhatsAppInput(InputChannel):
+    @classmethod
+    def name(cls) -> str:
+        return "whatsapp"
+
+    @classmethod
+    def from_credentials(cls, credentials: dict[str, Any] | None) -> "WhatsAppInput":
+        # Everything comes from the environment (WHATSAPP_*); credentials.yml only names the class.
+        return cls(WhatsAppSettings.from_env())
+
+    def __init__(self, settings: WhatsAppSettings | None = None, *, database: Database | None = None):
+        self.settings = settings or WhatsAppSettings.from_env()
+        self.graph = GraphClient(self.settings)
+        self._database = database
+        self._seen: SeenMessages | None = None
+        self._setup_lock = threading.Lock()
+        self._on_new_message: Callable[[UserMessage], Awaitable[Any]] | None = None
+        self._turns: asyncio.Semaphore | None = None
+        self.queues = SenderQueues(self._process)
+        _watch_rasa_errors()
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    def _seen_messages(self) -> SeenMessages:
+        """The dedupe store, made on first use (in an executor thread, hence the lock). The
+        schema is migrated by whichever process gets there first: Rasa may start before any
+        action server did."""
+        with self._setup_lock:
+            if self._seen is None:
+                if self._database is None:
+                    if not self.settings.database_url:
+                        raise DatabaseUnavailable("DATABASE_URL is not set")
+                    self._database = Database(self.settings.database_url,
+                                              max_connections=self.settings.db_pool_max)
+                migrate(self._database)
+                self._seen = SeenMessages(self._database, self.settings.dedupe_days)
+            return self._seen
+
+    def get_output_channel(self) -> OutputChannel:
+        return DirectOutput(self.deliver)
+
+    def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
+        self._on_new_message = on_new_message
+        webhook = Blueprint("whatsapp_webhook", __name__)
+        missing = [name for name, value in (("WHATSAPP_APP_SECRET", self.settings.app_secret),
+                                            ("WHATSAPP_VERIFY_TOKEN", self.settings.verify_token))
+                   if not value] + self.settings.missing_for_sending()
+        if missing:
+            log.info("WhatsApp channel not configured (%s unset): it can neither take in nor answer "
+                     "messages until they are set", ", ".join(missing))
+
+        @webhook.route("/", methods=["GET"])
+        async def health(request: Request):
+            return response.json({"status": "ok"})
+
+        @webhook.route("/webhook", methods=["GET"])
+        async def verify(request: Request):
+            return self.handshake(request.args.get("hub.mode"), request.args.get("hub.verify_token"),
+                                  request.args.get("hub.challenge"))
+
+        @webhook.route("/webhook", methods=["POST"])
+        async def receive(request: Request):
+            return await self.receive(request.body or b"", request.headers.get(SIGNATURE_HEADER))
+
+        @webhook.listener("before_server_stop")
+        async def finish(app, loop):
+            # Meta was told "received" and the ids are marked seen: a redelivery would be
+            # dropped, so turns under way are finished (within a grace period), not cancelled.
+            try:
+                await asyncio.wait_for(self.queues.idle(), self.settings.shutdown_grace_seconds)
+            except asyncio.TimeoutError:
+                log.error("stopping with WhatsApp turns still running; they are cancelled")
+            await self.queues.cancel()
+            await self.graph.close()
+
+        return webhook
+
+    # -- inbound --------------------------------------------------------------------------
+
+    def handshake(self, mode: str | None, token: str | None, challenge: str | None):
+        """Meta's GET when the webhook is configured: echo the challenge if the token is ours."""
+        expected = self.settings.verify_token
+        if (mode == "subscribe" and expected and token and challenge
+                and len(challenge) <= MAX_CHALLENGE_CHARS
+                and hmac.compare_digest(token.encode(), expected.encode())):
+            return response.text(challenge)
+        log.warning("refused a WhatsApp webhook verification (wrong mode or token)")
+        return response.text("forbidden", status=403)
+
+    async def receive(self, body: bytes, signature: str | None):
+        if not self.settings.app_secret:
+            return response.json({"error": "not configured"}, status=503)
+        if len(body) > MAX_BODY_BYTES:
+            return response.json({"error": "too large"}, status=413)
+        # Authenticated before anything else is done with the body.
+        if not signature:
+            log.warning("refused a WhatsApp webhook without a signature")
+            return response.json({"error": "signature missing"}, status=401)
+        if not signature_is_valid(self.settings.app_secret, body, signature):
+            log.warning("refused a WhatsApp webhook with a wrong signature")
+            return response.json({"error": "signature invalid"}, status=403)
+        try:
+            payload = json.loads(body)
+        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+            return response.json({"error": "body is not JSON"}, status=400)
+        messages, statuses = read_webhook(payload)
+        log_statuses(statuses)
+        wanted = sorted((m for m in messages if m.action != "ignore"), key=lambda m: m.timestamp)
+        if wanted:
+            claim = asyncio.get_running_loop().run_in_executor(
+                None, lambda: self._seen_messages().claim([m.wamid for m in wanted]))
+            # Queued before the claim is known: two deliveries of one sender keep the order in
+            # which they arrived, whichever claim finishes first.
+            for message in wanted:
+                self.queues.submit(Delivery(message, claim))
+            try:
+                await claim
+            except Exception as exc:  # noqa: BLE001 - DatabaseUnavailable, or a broken schema
+                # Not taken in: Meta delivers it again later, when it can be deduplicated.
+                log.error("WhatsApp webhook refused for now: database unavailable (%s)",
+                          exc if isinstance(exc, DatabaseUnavailable) else type(exc).__name__)
+                return response.json({"error": "try again later"}, status=503)
+        return response.json({"status": "ok"})
+
+    # -- one message ----------------------------------------------------------------------
+
+    async def _process(self, delivery: Delivery) -> None:
+        message = delivery.message
+        try:
+            fresh = await delivery.claim
+        except Exception:  # noqa: BLE001 - the POST was refused with a 503: Meta sends it again
+            return
+        if message.wamid not in fresh:
+            log.info("dropped a redelivered WhatsApp message %s", message.wamid[:60])
+            return
+        fresh.discard(message.wamid)  # the same id twice in one batch: handled once
+        if message.action == "unsupported":
+            await self.deliver(message.wa_id, [{"text": texts.UNSUPPORTED}])
+            return
+        if message.action == "too_long":
+            await self.deliver(message.wa_id, [{"text": texts.TOO_LONG}])
+            return
+        if message.action != "rasa" or self._on_new_message is None:
+            return
+        if self._turns is None:
+            self._turns = asyncio.Semaphore(self.settings.max_concurrent_turns)
+        output = CollectedOutput()
+        user_message = UserMessage(message.text, output, message.wa_id, input_channel=self.name(),
+                                   message_id=message.wamid, metadata=message.metadata())
+        turn = Turn()
+        token = _current_turn.set(turn)
+        failure = None
+        try:
+            async with self._turns:
+                await asyncio.wait_for(self._on_new_message(user_message), self.settings.turn_timeout_seconds)
+        except asyncio.TimeoutError:
+            failure = f"no answer within {self.settings.turn_timeout_seconds:g} s"
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # noqa: BLE001 - the tracker store signals with a BaseException
+            failure = type(exc).__name__
+        finally:
+            _current_turn.reset(token)
+
+        replies = output.messages
+        if failure is not None:
+            # The turn was not saved: what it said would describe a state the conversation lost.
+            replies = []
+        failure = failure or turn.error or (None if replies else "no reply")
+        if failure is not None:
+            log.error("WhatsApp turn of %s failed (%s); apologised", mask_wa_id(message.wa_id), failure)
+            replies = replies + [{"text": texts.APOLOGY}]
+        await self.deliver(message.wa_id, replies)
+
+    # -- outbound -------------------------------------------------------------------------
+
+    async def deliver(self, wa_id: str, bot_messages: list[dict]) -> int:
+        """Send Rasa's messages in order; returns how many Graph API messages went out. A message
+        that cannot be sent is logged (by the client) and the next ones are still tried."""
+        sent = 0
+        if self.settings.missing_for_sending():
+            log.error("cannot answer %s: %s unset", mask_wa_id(wa_id), ", ".join(self.settings.missing_for_sending()))
+            return 0
+        for message in bot_messages:
+            text = str(message.get("text") or "")
+            link = outbound.certificate_link(text)
+            if link:
+                sent += await self._send_certificate(wa_id, text, link)
+                continue
+            payloads: list[dict] = []
+            buttons = message.get("buttons") or message.get("quick_replies")
+            if isinstance(buttons, list) and buttons:
+                payloads += outbound.button_messages(wa_id, text, buttons)
+            elif text:
+                payloads += outbound.text_messages(wa_id, text)
+            if isinstance(message.get("image"), str):
+                payloads.append(outbound.image_message(wa_id, message["image"]))
+            if isinstance(message.get("attachment"), str):
+                payloads += outbound.text_messages(wa_id, message["attachment"])
+            custom = message.get("custom")
+            if isinstance(custom, dict) and isinstance(custom.get("type"), str):
+                # A message written in the Graph API's own terms, from a response's `custom:`.
+                payloads.append({**custom, "messaging_product": "whatsapp", "to": wa_id})
+            for payload in payloads:
+                sent += await self._send(payload)
+        return sent
+
+    async def _send(self, payload: dict) -> int:
+        try:
+            await self.graph.send_message(payload)
+            return 1
+        except GraphError:
+            return 0  # logged by the client, with Meta's error code
+
+    async def _send_certificate(self, wa_id: str, text: str, link: str) -> int:
+        """The PDF behind the link as a document: download, upload to Meta, send. If any step
+        fails the citizen still gets the link, which works the same."""
+        try:
+            content, content_type, disposition = await self.graph.download(self.settings.fetch_url(link))
+            if not content_type.startswith("application/pdf") or not content.startswith(b"%PDF"):
+                raise GraphError(200, None, "the link did not give a PDF")
+            found = _FILENAME.search(disposition)
+            filename = found.group(1) if found else "sertifikat-vaksin.pdf"
+            media_id = await self.graph.upload_media(content, "application/pdf", filename)
+            await self.graph.send_message(outbound.document_message(
+                wa_id, media_id, filename, outbound.certificate_caption(text)))
+            return 1
+        except (GraphError, aiohttp.ClientError, OSError, asyncio.TimeoutError, ValueError) as exc:
+            # The link itself is never logged: it carries the download token.
+            log.warning("certificate for %s not sent as a document (%s); sent the link instead",
+                        mask_wa_id(wa_id), type(exc).__name__)
+        sent = 0
+        for payload in outbound.text_messages(wa_id, text):
+            sent += await self._send(payload)
+        return sent

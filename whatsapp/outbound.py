@@ -1,0 +1,143 @@
+"""What the assistant says, as Graph API message payloads: text, reply buttons, lists, documents.
+
+Pure functions from Rasa's bot messages to the JSON bodies of POST /{phone-number-id}/messages,
+within WhatsApp's limits: text 4096 characters; an interactive body 1024; at most 3 reply
+buttons with titles of 20; a list of at most 10 rows, titles 24, descriptions 72, its button 20.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from . import texts
+
+TEXT_LIMIT = 4096
+INTERACTIVE_BODY_LIMIT = 1024
+CAPTION_LIMIT = 1024
+MAX_REPLY_BUTTONS = 3
+BUTTON_TITLE_LIMIT = 20
+BUTTON_ID_LIMIT = 256
+MAX_LIST_ROWS = 10
+ROW_TITLE_LIMIT = 24
+ROW_DESCRIPTION_LIMIT = 72
+ROW_ID_LIMIT = 200
+
+# The download links the action server puts in utter_certificate_ready.
+CERTIFICATE_LINK = re.compile(r"https?://[^\s]+/certificates/[A-Za-z0-9_\-]+\.pdf")
+
+
+def cut(text: str, limit: int) -> str:
+    """At most `limit` characters, an ellipsis showing that something was cut."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def split_text(text: str, limit: int = TEXT_LIMIT) -> list[str]:
+    """Pieces of at most `limit` characters, cut at a paragraph, a line or a word when possible."""
+    text = text.strip()
+    pieces = []
+    while len(text) > limit:
+        window = text[:limit]
+        # The last paragraph, line or word break in the second half; else cut at the limit.
+        at = next((i for i in (window.rfind(sep) for sep in ("\n\n", "\n", " ")) if i >= limit // 2), limit)
+        pieces.append(text[:at].rstrip())
+        text = text[at:].lstrip()
+    if text:
+        pieces.append(text)
+    return pieces
+
+
+def _envelope(to: str, kind: str, body: dict) -> dict:
+    return {"messaging_product": "whatsapp", "recipient_type": "individual", "to": to, "type": kind,
+            kind: body}
+
+
+def text_messages(to: str, text: str) -> list[dict]:
+    return [_envelope(to, "text", {"preview_url": False, "body": piece}) for piece in split_text(text)]
+
+
+def _button_id(button: dict, limit: int) -> str:
+    """What comes back in the webhook when tapped: Rasa's payload, so a tap is the same turn as
+    typing the button's payload; the title if the payload would not fit."""
+    payload = str(button.get("payload") or "").strip()
+    return payload if payload and len(payload) <= limit else cut(button.get("title", ""), limit)
+
+
+def numbered_text(text: str, buttons: list[dict]) -> str:
+    lines = [f"{i}. {b.get('title', '')}" for i, b in enumerate(buttons, 1)]
+    return "\n".join([text.strip(), "", *lines, "", texts.TYPE_YOUR_CHOICE]).strip()
+
+
+def button_messages(to: str, text: str, buttons: list[dict]) -> list[dict]:
+    """Up to 3 buttons: reply buttons; 4 to 10: a list; more: numbered text."""
+    buttons = [b for b in buttons if isinstance(b, dict) and (b.get("title") or b.get("payload"))]
+    text = (text or "").strip()
+    if not buttons:
+        return text_messages(to, text) if text else []
+    if len(buttons) > MAX_LIST_ROWS:
+        return text_messages(to, numbered_text(text, buttons))
+
+    # WhatsApp refuses duplicate titles or ids in one message; cutting titles may create them.
+    if len(buttons) <= MAX_REPLY_BUTTONS:
+        rows = [{"id": _button_id(b, BUTTON_ID_LIMIT), "title": cut(b.get("title") or b.get("payload"),
+                                                                    BUTTON_TITLE_LIMIT)} for b in buttons]
+    else:
+        rows = []
+        for b in buttons:
+            title = str(b.get("title") or b.get("payload"))
+            row = {"id": _button_id(b, ROW_ID_LIMIT), "title": cut(title, ROW_TITLE_LIMIT)}
+            if len(" ".join(title.split())) > ROW_TITLE_LIMIT:  # the whole title, where it fits
+                row["description"] = cut(title, ROW_DESCRIPTION_LIMIT)
+            rows.append(row)
+    if len({r["id"] for r in rows}) < len(rows) or len({r["title"] for r in rows}) < len(rows):
+        return text_messages(to, numbered_text(text, buttons))
+
+    # A body too long for an interactive message goes first as text; the choice follows.
+    before: list[dict] = []
+    if len(text) > INTERACTIVE_BODY_LIMIT:
+        before, text = text_messages(to, text), texts.CHOOSE_ONE
+    body = {"text": text or texts.CHOOSE_ONE}
+    if len(rows) <= MAX_REPLY_BUTTONS:
+        interactive = {"type": "button", "body": body,
+                       "action": {"buttons": [{"type": "reply", "reply": r} for r in rows]}}
+    else:
+        interactive = {"type": "list", "body": body,
+                       "action": {"button": texts.LIST_BUTTON, "sections": [{"rows": rows}]}}
+    return before + [_envelope(to, "interactive", interactive)]
+
+
+def certificate_link(text: str) -> str | None:
+    match = CERTIFICATE_LINK.search(text or "")
+    return match.group(0) if match else None
+
+
+def certificate_caption(text: str) -> str:
+    """The sentence that announces the certificate, without the link and what is said about it
+    (a document in the chat does not expire like the link does)."""
+    before = CERTIFICATE_LINK.split(text or "", maxsplit=1)[0].strip().rstrip(":").strip()
+    return cut(before or texts.CERTIFICATE_CAPTION, CAPTION_LIMIT)
+
+
+def document_message(to: str, media_id: str, filename: str, caption: str) -> dict:
+    return _envelope(to, "document", {"id": media_id, "filename": filename, "caption": caption})
+
+
+def image_message(to: str, link: str, caption: str = "") -> dict:
+    image: dict[str, Any] = {"link": link}
+    if caption:
+        image["caption"] = cut(caption, CAPTION_LIMIT)
+    return _envelope(to, "image", image)
+
+
+def otp_template_message(to: str, template: str, language: str, code: str) -> dict:
+    """An authentication template: the code in the body and in the copy-code button, which
+    Meta creates as a URL button (index 0), hence sub_type "url"."""
+    return _envelope(to, "template", {
+        "name": template,
+        "language": {"code": language},
+        "components": [
+            {"type": "body", "parameters": [{"type": "text", "text": code}]},
+            {"type": "button", "sub_type": "url", "index": "0", "parameters": [{"type": "text", "text": code}]},
+        ],
+    })

@@ -1,0 +1,93 @@
+"""The WhatsApp channel's configuration, read once from the environment (docs/whatsapp.md)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+DEFAULT_API_BASE_URL = "https://graph.facebook.com"
+DEFAULT_API_VERSION = "v23.0"
+# Meta redelivers a webhook for up to 7 days: a seen message id must be kept at least as long.
+MIN_DEDUPE_DAYS = 7
+
+
+def _number(env: dict, name: str, default: float, *, minimum: float = 0.0) -> float:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from exc
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum:g}, got {raw}")
+    return value
+
+
+@dataclass(frozen=True)
+class WhatsAppSettings:
+    api_base_url: str = DEFAULT_API_BASE_URL
+    api_version: str = DEFAULT_API_VERSION
+    phone_number_id: str = ""
+    access_token: str = field(default="", repr=False)
+    app_secret: str = field(default="", repr=False)
+    verify_token: str = field(default="", repr=False)
+    # The authentication template (category AUTHENTICATION, copy-code button) for OTP_SENDER=whatsapp.
+    otp_template: str = "kode_verifikasi"
+    otp_template_language: str = "id"
+    http_timeout_seconds: float = 10.0
+    retry_attempts: int = 4
+    retry_base_seconds: float = 0.5
+    retry_max_seconds: float = 8.0
+    turn_timeout_seconds: float = 10.0
+    dedupe_days: int = MIN_DEDUPE_DAYS
+    max_concurrent_turns: int = 32
+    database_url: str = field(default="", repr=False)
+    db_pool_max: int = 4
+    # Certificate links are public URLs; inside a cluster the PDF is fetched from the action
+    # server directly when CERTIFICATE_INTERNAL_BASE_URL is set (e.g. http://actions:5055).
+    public_base_url: str = "http://localhost:5055"
+    internal_base_url: str = ""
+    shutdown_grace_seconds: float = 20.0
+
+    @classmethod
+    def from_env(cls, env: dict | None = None) -> "WhatsAppSettings":
+        env = dict(os.environ if env is None else env)
+        return cls(
+            api_base_url=(env.get("WHATSAPP_API_BASE_URL") or DEFAULT_API_BASE_URL).rstrip("/"),
+            api_version=(env.get("WHATSAPP_API_VERSION") or DEFAULT_API_VERSION).strip("/"),
+            phone_number_id=(env.get("WHATSAPP_PHONE_NUMBER_ID") or "").strip(),
+            access_token=(env.get("WHATSAPP_ACCESS_TOKEN") or "").strip(),
+            app_secret=(env.get("WHATSAPP_APP_SECRET") or "").strip(),
+            verify_token=(env.get("WHATSAPP_VERIFY_TOKEN") or "").strip(),
+            otp_template=(env.get("WHATSAPP_OTP_TEMPLATE") or "kode_verifikasi").strip(),
+            otp_template_language=(env.get("WHATSAPP_OTP_TEMPLATE_LANGUAGE") or "id").strip(),
+            http_timeout_seconds=_number(env, "WHATSAPP_HTTP_TIMEOUT_SECONDS", 10.0, minimum=0.1),
+            retry_attempts=int(_number(env, "WHATSAPP_RETRY_ATTEMPTS", 4, minimum=1)),
+            retry_base_seconds=_number(env, "WHATSAPP_RETRY_BASE_SECONDS", 0.5),
+            retry_max_seconds=_number(env, "WHATSAPP_RETRY_MAX_SECONDS", 8.0),
+            # The same knob as the REST channel: how long Rasa may think before we apologise.
+            turn_timeout_seconds=_number(env, "TURN_TIMEOUT_SECONDS", 10.0, minimum=0.1),
+            dedupe_days=int(_number(env, "WHATSAPP_DEDUPE_DAYS", MIN_DEDUPE_DAYS, minimum=MIN_DEDUPE_DAYS)),
+            max_concurrent_turns=int(_number(env, "WHATSAPP_MAX_CONCURRENT_TURNS", 32, minimum=1)),
+            database_url=env.get("DATABASE_URL") or "",
+            db_pool_max=int(_number(env, "WHATSAPP_DB_POOL_MAX", 4, minimum=1)),
+            public_base_url=(env.get("PUBLIC_BASE_URL") or "http://localhost:5055").rstrip("/"),
+            internal_base_url=(env.get("CERTIFICATE_INTERNAL_BASE_URL") or "").rstrip("/"),
+            shutdown_grace_seconds=_number(env, "WHATSAPP_SHUTDOWN_GRACE_SECONDS", 20.0),
+        )
+
+    def fetch_url(self, link: str) -> str:
+        """Where to fetch a certificate link from: the internal address when one is set."""
+        if self.internal_base_url and link.startswith(self.public_base_url + "/"):
+            return self.internal_base_url + link[len(self.public_base_url):]
+        return link
+
+    @property
+    def api_root(self) -> str:
+        return f"{self.api_base_url}/{self.api_version}"
+
+    def missing_for_sending(self) -> list[str]:
+        """What must be set before anything can be sent through the Graph API."""
+        return [name for name, value in (("WHATSAPP_ACCESS_TOKEN", self.access_token),
+                                         ("WHATSAPP_PHONE_NUMBER_ID", self.phone_number_id)) if not value]
