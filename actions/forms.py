@@ -17,7 +17,7 @@ from backend.repository import ChangeRejected, NotVerified, PersonNotChosen
 
 from .backend import call, get_backend
 from .parsing import parse_dose, parse_field, parse_yes_no
-from .verified_form import VerifiedFormValidation, asks_for_resend, flow_of
+from .verified_form import VerifiedFormValidation, asks_for_resend, flow_of, whatsapp_number
 
 FIELD_LABELS = {"name": "nama", "phone": "nomor HP", "email": "email", "nik": "NIK",
                 "birth_date": "tanggal lahir"}
@@ -88,6 +88,22 @@ class ActionAskDose(Action):
 class ValidateStatusForm(VerifiedFormValidation):
     def name(self) -> str:
         return "validate_status_form"
+
+
+# --- which phone number -------------------------------------------------------------------------
+
+
+class ActionAskPhoneNumber(Action):
+    """The phone question; on WhatsApp it offers the sender's own number as a button."""
+
+    def name(self) -> str:
+        return "action_ask_phone_number"
+
+    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain):
+        buttons = [{"title": "Pakai nomor WA ini", "payload": "nomor whatsapp ini"}] \
+            if whatsapp_number(tracker) else []
+        dispatcher.utter_message(response="utter_ask_phone_number", buttons=buttons)
+        return []
 
 
 # --- which person -------------------------------------------------------------------------------

@@ -37,6 +37,21 @@ PHONE_HINTS = {
 }
 
 RESEND_WORDS = {"ulang", "resend", "lagi", "kirimkan"}
+# The button offered on WhatsApp (actions.forms.ActionAskPhoneNumber) and its typed forms.
+THIS_NUMBER = {"nomor wa ini", "nomor whatsapp ini", "pakai nomor wa ini", "nomor ini", "no ini",
+               "pakai nomor ini", "nomor yang ini"}
+
+
+def whatsapp_number(tracker: Tracker) -> str | None:
+    """The sender's WhatsApp number (wa_id), set by the WhatsApp channel from Meta's signed
+    payload. Only ever used as the number to send a code to: the code still has to be read
+    on that phone, so a forged value gains nothing."""
+    metadata = (tracker.latest_message or {}).get("metadata") or {}
+    if not metadata:
+        user = next((e for e in reversed(tracker.events) if e.get("event") == "user"), {})
+        metadata = user.get("metadata") or {}
+    wa_id = str(metadata.get("wa_id") or "")
+    return "+" + wa_id if wa_id.isdigit() else None
 
 
 def reset_flow_events() -> list[SlotSet]:
@@ -154,6 +169,9 @@ class VerifiedFormValidation(FormValidationAction, ABC):
     async def validate_phone_number(self, value: Any, dispatcher, tracker: Tracker, domain) -> dict:
         if flow_of(tracker).state != "none":
             return {"phone_number": None}
+        text = " ".join(words(str(value)))
+        if text in THIS_NUMBER and whatsapp_number(tracker):
+            value = whatsapp_number(tracker)
         try:
             phone = parse_phone(str(value))
         except InvalidInput as exc:

@@ -294,3 +294,20 @@ def test_database_down_asks_the_same_question_again(database_url, settings_env, 
     assert responses(messages) == ["utter_service_unavailable"]
     events, messages = run(ActionSendCertificate(), tracker("c1", form=None, slots={"dose": "2"}))
     assert events == [] and responses(messages) == ["utter_service_unavailable"]
+
+
+def test_on_whatsapp_the_senders_own_number_is_offered(outbox):
+    from actions.forms import ActionAskPhoneNumber
+
+    tr = tracker("6281234567002", "download", intent="download_certificate")
+    tr.latest_message["metadata"] = {"wa_id": "6281234567002"}
+    _, messages = run(ActionAskPhoneNumber(), tr)
+    assert messages[0]["buttons"] == [{"title": "Pakai nomor WA ini", "payload": "nomor whatsapp ini"}]
+    _, messages = run(ActionAskPhoneNumber(), tracker("rest-user", "download"))
+    assert messages[0]["buttons"] == []
+
+    answer = tracker("6281234567002", "nomor whatsapp ini", requested="phone_number")
+    answer.latest_message["metadata"] = {"wa_id": "6281234567002"}
+    events, messages = run(ValidateCertificateForm(), answer)
+    assert SlotSet("phone_number", "+6281234567002") in events
+    assert len(outbox.messages("+6281234567002")) == 1  # the code goes to that (registered) number

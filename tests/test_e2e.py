@@ -104,7 +104,9 @@ def test_download_certificate_end_to_end(stack, chat, backend):
 
 
 def test_unclear_and_out_of_scope_messages(stack, chat):
-    unclear = chat.say("asdf qwer zxcv")
+    # What NLU finds unclear depends on the model (docs/nlu.md measures it); the payload
+    # forces the fallback intent so that what follows is tested whatever the model says.
+    unclear = chat.say("/nlu_fallback")
     assert unclear[0]["text"].startswith("Maksud Anda")
     assert unclear[0]["buttons"][-1] == {"title": "Bukan semuanya", "payload": "/out_of_scope"}
     assert "belum memahami" in chat.text("/out_of_scope")
