@@ -1,16 +1,18 @@
-"""A stand-in for Meta's side of WhatsApp on loopback, for tests and for trying the channel.
+"""A stand-in for Meta's side of WhatsApp on loopback: the one fake the tests and the simulator share.
 
-A fake Graph API that records what the assistant sends and answers as Meta does, and a phone
-that sends signed webhooks in Meta's shapes.
+A fake Graph API that records what the assistant sends and answers as Meta does; Meta's delivery
+of the citizen's messages to the channel's webhook, signed as Meta signs them; the chat each
+number sees (both directions, with each reply's latency); and `Phone`, a citizen typing and
+tapping. The browser simulator (simulator/) is this class with a page on top.
 
-Used by the tests, and by hand to try the channel without a Meta app:
+Used by the tests, and by hand to try the channel without a Meta app or a browser:
 
     python -m whatsapp.fake_graph --port 8089 --webhook http://127.0.0.1:5005/webhooks/whatsapp/webhook
 
 prints the WHATSAPP_* settings to give Rasa, then reads lines typed as a citizen's messages
-("#2" taps the second button or row of the last choice the assistant offered). Reusable: the
-server runs in its own thread, `listeners` hear every accepted message (for a future browser
-simulator), and failures can be scripted with `fail_next`.
+("#2" taps the second button or row of the last choice the assistant offered). The server runs
+in its own thread, `listeners` hear every chat entry, subclasses add routes with `add_routes`,
+and failures can be scripted with `fail_next`.
 """
 
 from __future__ import annotations
@@ -47,6 +49,26 @@ class Recorded:
     files: dict[str, tuple[str, str, bytes]] = field(default_factory=dict)  # name: (filename, type, bytes)
     status: int = 200
     answer: Any = None
+    at: float = field(default_factory=time.time)
+
+
+@dataclass
+class ChatEntry:
+    """One line of a number's chat as its phone shows it.
+
+    direction "in": the citizen's message (`message` is the webhook message object, `status` what
+    the channel's webhook answered, None while under way); "out": the assistant's (`message` is the
+    Graph API payload, `latency` the seconds since the citizen's last message); "reset": the chat
+    was cleared for a new conversation.
+    """
+    seq: int
+    wa_id: str
+    direction: str
+    message: dict
+    at: float
+    wamid: str = ""
+    latency: float | None = None
+    status: int | None = None
 
 
 @dataclass
@@ -150,17 +172,23 @@ class FakeGraph:
     """The Graph API endpoints the channel uses, on 127.0.0.1, in a thread of its own."""
 
     def __init__(self, *, access_token: str = DEFAULT_TOKEN, phone_number_id: str = DEFAULT_PHONE_NUMBER_ID,
-                 host: str = "127.0.0.1", port: int = 0):
+                 host: str = "127.0.0.1", port: int = 0, webhook_url: str = "", app_secret: str = ""):
         self.access_token = access_token
         self.phone_number_id = phone_number_id
         self.host = host
         self.port = port
+        # Where Meta delivers the citizens' messages, and the app secret it signs them with.
+        self.webhook_url = webhook_url
+        self.app_secret = app_secret
         self.requests: list[Recorded] = []
         self.media: dict[str, Media] = {}
-        self.listeners: list[Callable[[dict], None]] = []
+        self.chats: dict[str, list[ChatEntry]] = {}
+        self.listeners: list[Callable[[ChatEntry], None]] = []
         self._failures: list[ScriptedFailure] = []
         self._lock = threading.Condition()
         self._ids = itertools.count(1)
+        self._seq = itertools.count(1)
+        self._last_in: dict[str, float] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
@@ -183,7 +211,8 @@ class FakeGraph:
         def serve() -> None:
             loop = self._loop = asyncio.new_event_loop()
             asyncio.set_event_loop(loop)
-            runner = web.AppRunner(self._app(), access_log=None)
+            # A short shutdown: open event streams of the simulator are closed, not waited for.
+            runner = web.AppRunner(self._app(), access_log=None, shutdown_timeout=2.0)
             try:
                 loop.run_until_complete(runner.setup())
                 site = web.TCPSite(runner, self.host, self.port)
@@ -196,6 +225,11 @@ class FakeGraph:
             ready.set()
             loop.run_forever()
             loop.run_until_complete(runner.cleanup())
+            # Handlers of connections still open end here rather than as "Task was destroyed".
+            pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.close()
 
         self._thread = threading.Thread(target=serve, name="fake-graph", daemon=True)
@@ -260,13 +294,85 @@ class FakeGraph:
                 if len(self.requests) == count:
                     return
 
+    # -- the citizen's side: Meta delivering their messages, the chat their phone shows -------
+
+    def deliver(self, message: dict, *, name: str = "Warga", timeout: float = 10.0) -> requests.Response:
+        """Deliver one message of a citizen (built with `text`, `button_reply`, ...) to the
+        channel's webhook, signed as Meta signs it; it enters that number's chat first, so the
+        latency of the replies counts from the moment the webhook was called."""
+        if not self.webhook_url:
+            raise RuntimeError("FakeGraph.webhook_url is not set: where should Meta deliver?")
+        entry = self._add_entry(str(message.get("from", "")), "in", message, wamid=str(message.get("id", "")))
+        try:
+            reply = post_webhook(self.webhook_url, webhook([message], names={entry.wa_id: name}),
+                                 self.app_secret or None, timeout=timeout)
+        except requests.RequestException:
+            self._update_entry(entry, status=0)
+            raise
+        self._update_entry(entry, status=reply.status_code)
+        return reply
+
+    def verify_webhook(self, verify_token: str, timeout: float = 10.0) -> bool:
+        """Meta's handshake when a webhook is saved: GET with a challenge that must come back."""
+        challenge = str(secrets.randbelow(10**9))
+        reply = requests.get(self.webhook_url, timeout=timeout, params={
+            "hub.mode": "subscribe", "hub.verify_token": verify_token, "hub.challenge": challenge})
+        return reply.status_code == 200 and reply.text == challenge
+
+    def chat(self, wa_id: str) -> list[ChatEntry]:
+        """What the phone of `wa_id` shows, oldest first (a copy)."""
+        with self._lock:
+            return list(self.chats.get(wa_id.lstrip("+"), []))
+
+    def forget(self, wa_id: str) -> ChatEntry:
+        """Clear the chat of `wa_id` (a new conversation); listeners hear a "reset" entry."""
+        wa_id = wa_id.lstrip("+")
+        with self._lock:
+            self.chats.pop(wa_id, None)
+            self._last_in.pop(wa_id, None)
+        return self._add_entry(wa_id, "reset", {})
+
+    def phone(self, wa_id: str, name: str = "Warga") -> "Phone":
+        return Phone(self, wa_id, name)
+
+    def _add_entry(self, wa_id: str, direction: str, message: dict, **fields: Any) -> ChatEntry:
+        with self._lock:
+            entry = ChatEntry(next(self._seq), wa_id, direction, message, time.time(), **fields)
+            if direction == "in":
+                self._last_in[wa_id] = entry.at
+            elif direction == "out" and wa_id in self._last_in:
+                entry.latency = entry.at - self._last_in[wa_id]
+            self.chats.setdefault(wa_id, []).append(entry)
+            self._lock.notify_all()
+        self._tell(entry)
+        return entry
+
+    def _update_entry(self, entry: ChatEntry, **fields: Any) -> None:
+        with self._lock:
+            for key, value in fields.items():
+                setattr(entry, key, value)
+        self._tell(entry)
+
+    def _tell(self, entry: ChatEntry) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(entry)
+            except Exception:  # noqa: BLE001 - a listener's trouble is not the sender's
+                pass
+
     # -- the server -----------------------------------------------------------------------
+
+    def add_routes(self, app: web.Application) -> None:
+        """For subclasses (the simulator): routes registered before the Graph API's."""
 
     def _app(self) -> web.Application:
         app = web.Application(client_max_size=100 * 1024 * 1024)
-        app.router.add_post("/{version}/{phone}/messages", self._messages)
-        app.router.add_post("/{version}/{phone}/media", self._upload)
-        app.router.add_get("/{version}/{media_id}", self._media_info)
+        self.add_routes(app)
+        # Versions as Meta writes them (v23.0), so that other first segments stay free.
+        version = r"{version:v\d+(?:\.\d+)?}"
+        app.router.add_post(f"/{version}/{{phone}}/messages", self._messages)
+        app.router.add_post(f"/{version}/{{phone}}/media", self._upload)
+        app.router.add_get(f"/{version}/{{media_id}}", self._media_info)
         app.router.add_get("/media-download/{media_id}", self._media_download)
         return app
 
@@ -275,12 +381,9 @@ class FakeGraph:
         with self._lock:
             self.requests.append(recorded)
             self._lock.notify_all()
-        if status == 200 and isinstance(recorded.json, dict):
-            for listener in list(self.listeners):
-                try:
-                    listener(recorded.json)
-                except Exception:  # noqa: BLE001 - a listener's trouble is not the sender's
-                    pass
+        if status == 200 and recorded.path.endswith("/messages") and isinstance(recorded.json, dict):
+            wamid = answer["messages"][0]["id"]
+            self._add_entry(str(recorded.json.get("to", "")).lstrip("+"), "out", recorded.json, wamid=wamid)
         return web.json_response(answer, status=status)
 
     def _scripted(self, path: str) -> ScriptedFailure | None:
@@ -459,6 +562,57 @@ def post_webhook(url: str, payload: Any, app_secret: str | None, *, signature: s
     return requests.post(url, data=body, headers=headers, timeout=timeout)
 
 
+def options_of(message: dict) -> list[dict]:
+    """The reply buttons or list rows of an interactive Graph API payload ({"id", "title", ...})."""
+    if message.get("type") != "interactive":
+        return []
+    action = message["interactive"].get("action") or {}
+    if "buttons" in action:
+        return [b["reply"] for b in action["buttons"]]
+    return [row for section in action.get("sections", []) for row in section.get("rows", [])]
+
+
+class Phone:
+    """A citizen's WhatsApp: what they type or tap goes through Meta (the fake) to the channel;
+    each call returns the Graph API payloads the assistant sent back in that turn."""
+
+    def __init__(self, fake: FakeGraph, wa_id: str, name: str = "Warga"):
+        self.fake, self.wa_id, self.name = fake, wa_id.lstrip("+"), name
+
+    def send(self, message: dict, *, timeout: float = 30.0, settle: float = 0.4) -> list[dict]:
+        before = len(self.fake.sent(self.wa_id))
+        reply = self.fake.deliver(message, name=self.name)
+        if reply.status_code != 200:
+            raise AssertionError(f"the webhook answered {reply.status_code}: {reply.text[:200]}")
+        self.fake.wait_for_sent(before + 1, self.wa_id, timeout=timeout)
+        self.fake.quiet_for(settle)  # the rest of this turn's replies (sent back to back)
+        return self.fake.sent(self.wa_id)[before:]
+
+    def say(self, words: str, **kwargs: Any) -> list[dict]:
+        return self.send(text(self.wa_id, words), **kwargs)
+
+    def last_choice(self) -> ChatEntry | None:
+        """The latest interactive message (buttons or a list) the assistant sent this number."""
+        return next((e for e in reversed(self.fake.chat(self.wa_id))
+                     if e.direction == "out" and options_of(e.message)), None)
+
+    def tap_message(self, title: str) -> dict:
+        """The webhook message of tapping the option titled `title` in the latest choice, as
+        WhatsApp builds it: a button_reply or list_reply quoting that message."""
+        choice = self.last_choice()
+        options = options_of(choice.message) if choice else []
+        option = next((o for o in options if o["title"] == title), None)
+        if option is None:
+            raise AssertionError(f"no option {title!r} to tap; offered: {[o['title'] for o in options]}")
+        if choice.message["interactive"]["type"] == "list":
+            return list_reply(self.wa_id, option["id"], option["title"], option.get("description", ""),
+                              context=choice.wamid)
+        return button_reply(self.wa_id, option["id"], option["title"], context=choice.wamid)
+
+    def tap(self, title: str, **kwargs: Any) -> list[dict]:
+        return self.send(self.tap_message(title), **kwargs)
+
+
 # --- by hand --------------------------------------------------------------------------------
 
 def render(message: dict) -> str:
@@ -469,10 +623,8 @@ def render(message: dict) -> str:
     if kind == "interactive":
         interactive = message["interactive"]
         lines = [interactive["body"]["text"]]
-        if interactive["type"] == "button":
-            options = [b["reply"] for b in interactive["action"]["buttons"]]
-        else:
-            options = [r for s in interactive["action"]["sections"] for r in s["rows"]]
+        options = options_of(message)
+        if interactive["type"] == "list":
             lines.append(f"[{interactive['action']['button']}]")
         lines += [f"  #{i} {o['title']}" + (f" - {o['description']}" if o.get("description") else "")
                   for i, o in enumerate(options, 1)]
@@ -495,16 +647,12 @@ def main() -> None:
     parser.add_argument("--wa-id", default="6281234567002", help="the citizen's WhatsApp number (digits)")
     args = parser.parse_args()
 
-    fake = FakeGraph(port=args.port).start()
-    last_options: list[dict] = []
+    fake = FakeGraph(port=args.port, webhook_url=args.webhook, app_secret=args.app_secret).start()
+    phone = fake.phone(args.wa_id)
 
-    def show(message: dict) -> None:
-        nonlocal last_options
-        if message.get("type") == "interactive":
-            action = message["interactive"]["action"]
-            last_options = ([b["reply"] for b in action["buttons"]] if "buttons" in action
-                            else [r for s in action["sections"] for r in s["rows"]])
-        print("\n" + "\n".join("bot> " + line for line in render(message).splitlines()), flush=True)
+    def show(entry: ChatEntry) -> None:
+        if entry.direction == "out":
+            print("\n" + "\n".join("bot> " + line for line in render(entry.message).splitlines()), flush=True)
 
     fake.listeners.append(show)
     print("Fake Graph API on", fake.base_url, "- start Rasa with:")
@@ -519,14 +667,14 @@ def main() -> None:
                 break
             if not line:
                 continue
-            if line.startswith("#") and line[1:].isdigit() and 0 < int(line[1:]) <= len(last_options):
-                option = last_options[int(line[1:]) - 1]
-                kind = list_reply if "description" in option or len(last_options) > 3 else button_reply
-                message = kind(args.wa_id, option["id"], option["title"])
+            choice = phone.last_choice()
+            options = options_of(choice.message) if choice else []
+            if line.startswith("#") and line[1:].isdigit() and 0 < int(line[1:]) <= len(options):
+                message = phone.tap_message(options[int(line[1:]) - 1]["title"])
             else:
                 message = text(args.wa_id, line)
             try:
-                reply = post_webhook(args.webhook, webhook([message]), args.app_secret)
+                reply = fake.deliver(message)
                 if reply.status_code != 200:
                     print(f"(webhook answered {reply.status_code}: {reply.text[:200]})")
             except requests.RequestException as exc:
