@@ -11,7 +11,7 @@ export SQLALCHEMY_SILENCE_UBER_WARNING := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help install train run serve test validate test-core purge bench clean
+.PHONY: help install train run serve test validate test-core purge tickets verify-certificate bench simulator nlu-report clean
 
 help:
 	@echo "make run      everything up, then a chat in this terminal (Ctrl-C stops it all)"
@@ -20,6 +20,7 @@ help:
 	@echo "make train    train the model (only when config, domain or data changed)"
 	@echo "make install  create .venv with Python 3.10 and the pinned packages"
 	@echo "make purge    delete conversations and codes older than RETENTION_DAYS (30)"
+	@echo "make tickets  the officers' queue of tickets (docs/tickets.md)"
 	@echo "make bench    latency and throughput under load, against stock Rasa (results/bench.json)"
 
 install: $(VENV)/.installed
@@ -44,6 +45,21 @@ serve: install $(MODEL)
 
 purge: install
 	$(PY) -m backend.retention
+
+# Officers' queue: `make tickets` lists open tickets; ARGS="show PL-2026-000001", "resolve ..."
+# (docs/tickets.md).
+tickets: install
+	$(PY) -m tools.tickets $(ARGS)
+
+# A certificate's QR text checked with the public keys only (docs/security.md, "Signed
+# certificates"). $(value QR): the text as typed, since Base45 has '$' and make would expand it.
+verify-certificate: install
+	@$(PY) -m tools.verify_certificate '$(subst ','\'',$(value QR))'
+
+# The assistant as a citizen sees it on WhatsApp, in a page on localhost:8090 (SIMULATOR_PORT):
+# a local stand-in for Meta drives the real WhatsApp channel (docs/designing.md).
+simulator: install $(MODEL)
+	$(PY) -m simulator
 
 # Our stack against stock Rasa under load; BENCH_ARGS="--mode cluster" for 2 processes.
 bench: install $(MODEL)

@@ -1,4 +1,5 @@
-"""The action server process: rasa-sdk's webhook for our actions, plus the certificate links.
+"""The action server process: rasa-sdk's webhook for our actions, the certificate links, and
+the page that verifies a certificate's QR text (/verifikasi).
 
 Run with `python -m actions.server`. Listens on ACTION_SERVER_HOST (default 127.0.0.1) and
 ACTION_SERVER_PORT (default 5055). Certificate links are served here because this process
@@ -8,6 +9,7 @@ already holds the backend; in production a reverse proxy exposes only /certifica
 from __future__ import annotations
 
 import hmac
+import html
 import logging
 import logging.config
 import os
@@ -20,6 +22,8 @@ from sanic import Sanic, response
 from sanic.request import Request
 
 from backend import DatabaseUnavailable
+from backend.certificates import holder_rows
+from backend.signing import MAX_TEXT_LENGTH, VerificationError, verify
 
 from .backend import call, get_backend
 
@@ -47,6 +51,73 @@ def add_certificate_routes(app: Sanic) -> None:
         })
 
 
+VERIFY_PAGE = """<!doctype html>
+<html lang="id">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Verifikasi Sertifikat Vaksin</title>
+<style>
+body {{ font-family: sans-serif; max-width: 42rem; margin: 2rem auto; padding: 0 1rem; color: #222; }}
+textarea {{ width: 100%; font-family: monospace; }}
+button {{ margin-top: .5rem; padding: .4rem 1.2rem; }}
+.asli {{ border-left: 6px solid #007a5e; padding: .2rem 1rem; }}
+.ditolak {{ border-left: 6px solid #b00020; padding: .2rem 1rem; }}
+th {{ text-align: left; padding-right: 1rem; font-weight: normal; }}
+</style>
+</head>
+<body>
+<h1>Verifikasi Sertifikat Vaksinasi COVID-19</h1>
+<p>Tempel teks kode QR sertifikat (diawali <code>HC1:</code>), lalu tekan <b>Periksa</b>.
+Tanda tangannya diperiksa dengan kunci publik; datanya tidak disimpan.</p>
+<form method="post" action="/verifikasi">
+<label for="qr">Teks kode QR</label>
+<textarea id="qr" name="qr" rows="7" required>{pasted}</textarea>
+<button type="submit">Periksa</button>
+</form>
+{result}
+</body>
+</html>
+"""
+
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+                               "frame-ancestors 'none'",
+}
+
+
+def verification_result(pasted: str, public_keys) -> str:
+    """The result part of the page; everything that came from outside is escaped."""
+    try:
+        claims = verify(pasted, public_keys)
+    except VerificationError as exc:
+        return f'<section class="ditolak"><h2>Ditolak</h2><p>{html.escape(str(exc))}</p></section>'
+    rows = "".join(f"<tr><th>{html.escape(label)}</th><td>{html.escape(value)}</td></tr>"
+                   for label, value in holder_rows(claims))
+    return ('<section class="asli"><h2>Asli</h2><p>Tanda tangan sah. Cocokkan nama dan tanggal '
+            f'lahir dengan KTP pemegang sertifikat.</p><table>{rows}</table></section>')
+
+
+def add_verification_routes(app: Sanic) -> None:
+    """A plain form for people without a terminal: the same check as `make verify-certificate`."""
+
+    @app.route("/verifikasi", methods=["GET", "POST"])
+    async def verification_page(request: Request):
+        result, pasted = "", ""
+        if request.method == "POST":
+            # Nothing of what was pasted is logged: it is a citizen's name and birth date.
+            pasted = (request.form.get("qr") or "") if request.form else ""
+            if pasted.strip():
+                result = verification_result(pasted, get_backend().settings.certificate_public_keys)
+            else:
+                result = '<section class="ditolak"><p>Tempel teks kode QR terlebih dahulu.</p></section>'
+        page = VERIFY_PAGE.format(pasted=html.escape(pasted[:MAX_TEXT_LENGTH]), result=result)
+        return response.html(page, headers=PAGE_HEADERS)
+
+
 # rasa-sdk's own routes that run or list actions; /health and the certificate links stay open.
 PROTECTED_PATHS = ("/webhook", "/actions")
 
@@ -70,6 +141,7 @@ def build_app() -> Sanic:
     app = create_app("actions", cors_origins=None)
     add_token_check(app)
     add_certificate_routes(app)
+    add_verification_routes(app)
 
     @app.before_server_start
     async def prepare(app, loop):

@@ -29,7 +29,8 @@ REQUESTED_SLOT = "requested_slot"
 
 # Every slot a menu fills; all are cleared when a menu ends, is cancelled or is aborted.
 FLOW_SLOTS = ["phone_number", "otp_code", "person", "dose", "info_field", "new_value",
-              "change_confirmed", "new_phone_otp"]
+              "change_confirmed", "new_phone_otp", "problem_category", "problem_description",
+              "report_confirmed", "ticket_reference"]
 
 PHONE_HINTS = {
     "foreign": "utter_invalid_phone_foreign",

@@ -32,7 +32,8 @@ class Backend:
         db = Database(dsn, max_connections=settings.db_pool_max,
                       statement_timeout_ms=settings.db_statement_timeout_ms)
         repo = Repository(db, settings, clock)
-        return cls(settings, db, repo, OtpService(repo, make_sender(settings, clock)), CertificateCache())
+        return cls(settings, db, repo, OtpService(repo, make_sender(settings, clock)),
+                   CertificateCache(signing_key=settings.certificate_signing_key))
 
     def prepare(self) -> None:
         """Schema up to date and (unless SEED_DEMO_DATA=0) the demo citizens present; safe to

@@ -43,6 +43,14 @@ DEMO_ACCOUNTS = [
             (2, "Sinopharm", date(2022, 3, 29), "Puskesmas Cibinong", False),
         ]),
     ]),
+    # Added after product.md's table: Ni Luh Putu Ayu Lestari registered a second time, under
+    # another number and a mistyped NIK, when she was vaccinated. Her own account shows no
+    # vaccination: the demo of "certificate issued under another account".
+    ("+6281234567006", [
+        ("5171014404950050", "Ni Luh Putu Ayu Lestari", date(1995, 4, 4), [
+            (1, "Comirnaty (Pfizer)", date(2022, 1, 10), "RSUP Sanglah Denpasar", True),
+        ]),
+    ]),
 ]
 
 

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from .signing import key_id, private_key_from_text, public_keys_from_text
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,7 +35,8 @@ def _flag(env: dict, name: str, default: bool) -> bool:
     return default if not raw else raw in ("1", "true", "yes", "on")
 
 
-def _secret(env: dict, name: str, var_dir: Path) -> bytes:
+def _secret(env: dict, name: str, var_dir: Path,
+            generate: Callable[[], str] = lambda: secrets.token_hex(32)) -> bytes:
     """A key from the environment, or a development key kept under var/secrets/.
 
     Replicas in production must share the key, so there it comes from the environment, and
@@ -45,7 +52,7 @@ def _secret(env: dict, name: str, var_dir: Path) -> bytes:
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(secrets.token_hex(32))
+        tmp.write_text(generate())
         tmp.chmod(0o600)
         try:
             os.link(tmp, path)  # atomic: the first process to get here wins
@@ -54,6 +61,43 @@ def _secret(env: dict, name: str, var_dir: Path) -> bytes:
         finally:
             tmp.unlink()
     return path.read_text().strip().encode()
+
+
+def _signing_key(env: dict, var_dir: Path) -> Ed25519PrivateKey:
+    # A development key is 32 random bytes in the same form the environment takes (base64).
+    raw = _secret(env, "CERTIFICATE_SIGNING_KEY", var_dir,
+                  generate=lambda: base64.b64encode(secrets.token_bytes(32)).decode())
+    return private_key_from_text(raw.decode())
+
+
+def _public_keys(env: dict, signing_key: Ed25519PrivateKey) -> tuple[Ed25519PublicKey, ...]:
+    """CERTIFICATE_PUBLIC_KEYS, or else the signing key's own public key.
+
+    Old keys stay in the list after a rotation so that certificates already printed still
+    verify; the list must hold the current key, or every certificate issued from now on
+    would be refused by the verifiers.
+    """
+    raw = env.get("CERTIFICATE_PUBLIC_KEYS", "").strip()
+    if not raw:
+        return (signing_key.public_key(),)
+    keys = tuple(public_keys_from_text(raw))
+    if key_id(signing_key.public_key()) not in {key_id(k) for k in keys}:
+        raise ValueError("CERTIFICATE_PUBLIC_KEYS must include the public key of CERTIFICATE_SIGNING_KEY")
+    return keys
+
+
+def verification_keys(env: dict | None = None) -> tuple[Ed25519PublicKey, ...]:
+    """The public keys a verifier trusts, read without the other settings: a machine that only
+    checks certificates has CERTIFICATE_PUBLIC_KEYS and no private key. On a development
+    machine without it, the development signing key's public key."""
+    env = dict(os.environ if env is None else env)
+    raw = env.get("CERTIFICATE_PUBLIC_KEYS", "").strip()
+    if raw:
+        return tuple(public_keys_from_text(raw))
+    if _flag(env, "REQUIRE_SECRETS", False) and not env.get("CERTIFICATE_SIGNING_KEY", "").strip():
+        raise ValueError("CERTIFICATE_PUBLIC_KEYS must be set (REQUIRE_SECRETS is on)")
+    var_dir = Path(env.get("VAR_DIR") or PROJECT_ROOT / "var")
+    return (_signing_key(env, var_dir).public_key(),)
 
 
 @dataclass(frozen=True)
@@ -77,11 +121,16 @@ class Settings:
     public_base_url: str
     certificate_link_ttl_seconds: int
     seed_demo_data: bool
+    officer_hours: str
+    officer_days: str
 
     otp_hash_key: bytes = field(repr=False)
     action_server_token: str = field(repr=False, default="")
     # WHATSAPP_* as read with the rest, for OTP_SENDER=whatsapp (parsed by whatsapp.settings).
     whatsapp_env: tuple = field(repr=False, default=())
+    # The key that signs the certificates' QR payloads, and the public keys that verify them.
+    certificate_signing_key: Ed25519PrivateKey | None = field(repr=False, default=None, compare=False)
+    certificate_public_keys: tuple = field(repr=False, default=(), compare=False)
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> "Settings":
@@ -107,9 +156,14 @@ class Settings:
             certificate_link_ttl_seconds=_int(env, "CERTIFICATE_LINK_TTL_SECONDS", 900),
             # The demo citizens' numbers are real-looking: never seed them in production.
             seed_demo_data=_flag(env, "SEED_DEMO_DATA", True),
+            # When officers answer handed-over conversations (WIB); days 0-5 = Monday-Saturday.
+            officer_hours=env.get("OFFICER_HOURS") or "08:00-20:00",
+            officer_days=env.get("OFFICER_DAYS") or "0-5",
             otp_hash_key=_secret(env, "OTP_HASH_KEY", var_dir),
             action_server_token=_secret(env, "ACTION_SERVER_TOKEN", var_dir).decode(),
             whatsapp_env=tuple(sorted((k, v) for k, v in env.items() if k.startswith("WHATSAPP_"))),
+            certificate_signing_key=(signing_key := _signing_key(env, var_dir)),
+            certificate_public_keys=_public_keys(env, signing_key),
         )
 
 

@@ -7,7 +7,10 @@ Differences from rasa.core.channels.rest.RestInput, and why:
 - oversized messages are answered without reaching NLU;
 - a turn that fails or takes longer than TURN_TIMEOUT_SECONDS (the database or the action
   server is down or slow), or that produced no reply at all, gets an apology instead of
-  silence, and the log line says what failed without the message text.
+  silence, and the log line says what failed without the message text;
+- every message first passes the gate shared with the WhatsApp channel: notifications waiting
+  for this conversation (a ticket resolved, an officer's reply) come first, and while an
+  officer has the conversation the message goes to them instead of to Rasa.
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ from rasa.core.channels.channel import CollectingOutputChannel, InputChannel, Us
 from sanic import Blueprint, response
 from sanic.request import Request
 
+from backend.db import Database, DatabaseUnavailable
+from backend.officer_desk import channel_gate
+from backend.repository import utcnow
 from backend.tracker_store import TrackerStoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -57,9 +63,23 @@ async def answer_turn(on_new_message: Callable[[UserMessage], Awaitable[Any]], m
 
 
 class RestInput(InputChannel):
+    def __init__(self, database: Database | None = None):
+        self._database = database
+
     @classmethod
     def name(cls) -> str:
         return "rest"
+
+    def _db(self) -> Database | None:
+        if self._database is None and os.environ.get("DATABASE_URL"):
+            self._database = Database(os.environ["DATABASE_URL"], max_connections=4)
+        return self._database
+
+    async def _gate(self, sender: str, text: str) -> tuple[list[str], str | None]:
+        db = self._db()
+        if db is None:  # no backend configured (unit tests of the channel alone)
+            return [], None
+        return await asyncio.get_running_loop().run_in_executor(None, channel_gate, db, sender, text, utcnow)
 
     def blueprint(self, on_new_message: Callable[[UserMessage], Awaitable[Any]]) -> Blueprint:
         webhook = Blueprint("rest_webhook", __name__)
@@ -86,8 +106,18 @@ class RestInput(InputChannel):
                 return response.json([{"recipient_id": sender, "text": TOO_LONG}])
             metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else None
             collector = CollectingOutputChannel()
-            message = UserMessage(text, collector, sender, input_channel=self.name(), metadata=metadata)
-            await answer_turn(on_new_message, message, collector, self.name())
-            return response.json(collector.messages)
+            try:
+                pending, officer_ack = await self._gate(sender, text)
+            except DatabaseUnavailable:
+                return response.json([{"recipient_id": sender, "text": APOLOGY}])
+            for note in pending:
+                await collector.send_text_message(sender, note)
+            if officer_ack is not None:
+                await collector.send_text_message(sender, officer_ack)
+                return response.json(collector.messages)
+            turn = CollectingOutputChannel()
+            message = UserMessage(text, turn, sender, input_channel=self.name(), metadata=metadata)
+            await answer_turn(on_new_message, message, turn, self.name())
+            return response.json(collector.messages + turn.messages)
 
         return webhook

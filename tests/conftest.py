@@ -21,8 +21,10 @@ from backend import Backend, Settings  # noqa: E402
 from backend.db import migrate  # noqa: E402
 from backend.seed import seed_demo  # noqa: E402
 
-TEST_DB = "vaksin_test"
-DATA_TABLES = ["audit_log", "tickets", "certificate_links", "auth_sessions", "otp_challenges",
+# One database per test session: sessions running at once (two checkouts' CI, a developer's
+# run beside another) never drop each other's data.
+TEST_DB = f"vaksin_test_{os.getpid()}"
+DATA_TABLES = ["notifications", "handoffs", "ticket_notes", "audit_log", "tickets", "certificate_links", "auth_sessions", "otp_challenges",
                "certificates", "vaccinations", "citizens", "accounts"]
 
 
@@ -43,7 +45,11 @@ def database_url(server_url: str) -> str:
     admin = psycopg2.connect(server_url)
     admin.autocommit = True
     with admin.cursor() as cur:
-        cur.execute(f"DROP DATABASE IF EXISTS {TEST_DB} WITH (FORCE)")
+        cur.execute("SELECT datname FROM pg_database WHERE datname LIKE 'vaksin_test_%'")
+        for (name,) in cur.fetchall():  # left by sessions that were killed
+            pid = int(name.rsplit("_", 1)[1]) if name.rsplit("_", 1)[1].isdigit() else 0
+            if pid == os.getpid() or not _alive(pid):
+                cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         cur.execute(f"CREATE DATABASE {TEST_DB}")
         # Tests commit thousands of tiny transactions; durability across a crash is not needed.
         cur.execute(f"ALTER DATABASE {TEST_DB} SET synchronous_commit = off")
@@ -52,7 +58,27 @@ def database_url(server_url: str) -> str:
     backend = Backend.create(Settings.from_env({"VAR_DIR": str(ROOT / "var"), "OTP_HASH_KEY": "x"}), dsn=url)
     migrate(backend.db)
     backend.db.close()
-    return url
+    yield url
+    try:
+        admin = psycopg2.connect(server_url)
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {TEST_DB} WITH (FORCE)")
+        admin.close()
+    except psycopg2.Error:
+        pass  # the server already stopped: the next session drops it
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class Clock:

@@ -20,7 +20,9 @@ from backend import Backend, Settings
 
 DOMAIN = yaml.safe_load((Path(__file__).resolve().parent.parent / "domain.yml").read_text())
 RESET = [SlotSet(name, None) for name in ["phone_number", "otp_code", "person", "dose", "info_field",
-                                          "new_value", "change_confirmed", "new_phone_otp"]] + [SlotSet("form_errors", 0)]
+                                          "new_value", "change_confirmed", "new_phone_otp",
+                                          "problem_category", "problem_description", "report_confirmed",
+                                          "ticket_reference"]] + [SlotSet("form_errors", 0)]
 
 
 @pytest.fixture(autouse=True)
@@ -39,7 +41,7 @@ def tracker(sender: str, text: str = "", *, intent: str = "inform", form: str | 
         slots.update({"requested_slot": requested, requested: text})
         events.append({"event": "slot", "name": requested, "value": text})
     return Tracker(sender, slots, {"text": text, "intent": {"name": intent, "confidence": 0.99},
-                                   "entities": [], "intent_ranking": []},
+                                   "entities": [], "intent_ranking": [{"name": intent, "confidence": 0.99}]},
                    events, False, None, {"name": form} if form else {}, "action_listen")
 
 

@@ -4,6 +4,7 @@ PostgreSQL) started as processes, spoken to over the REST channel like any clien
 from __future__ import annotations
 
 import io
+import re
 import socket
 import uuid
 from pathlib import Path
@@ -232,3 +233,43 @@ def test_two_workers_with_a_redis_lock_store(two_workers, backend):
     assert len(users) == 3 + processed, kinds
     for i, j in zip(users, users[1:]):  # between two user messages, the bot answered and listened
         assert "action_listen" in kinds[i + 1:j], kinds[i:j]
+
+
+def test_report_followed_in_the_chat_and_resolved_by_an_officer(stack, chat, database_url, monkeypatch, capsys):
+    from conftest import Outbox
+    from tools import tickets as officer_cli
+
+    assert "nomor HP" in chat.text("sertifikat dosis 2 sy blm muncul")
+    chat.text("081234567005")
+    reply = chat.text(Outbox(stack.outbox).last_code("+6281234567005"))
+    assert "belum terbit" in reply and "tetap ingin membuat laporan" in reply
+    reply = chat.text("ya")
+    reference = re.search(r"PL-\d{4}-\d{6}", reply).group(0)
+    assert "3 hari kerja" in reply
+
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    assert officer_cli.main([]) == 0
+    assert reference in capsys.readouterr().out
+    assert officer_cli.main(["resolve", reference, "Sertifikat dosis 2 sudah terbit.", "--officer", "rina"]) == 0
+    assert "ditampilkan di chat warga" in capsys.readouterr().out
+
+    reply = chat.text("cek laporan saya")
+    assert reply.startswith(f"Laporan {reference} (Sertifikat belum muncul) sudah selesai ditangani.")
+    assert f"*{reference}* - Sertifikat belum muncul - selesai" in reply
+
+
+def test_handed_over_to_an_officer_and_back(stack, chat, database_url, monkeypatch, capsys):
+    from tools import tickets as officer_cli
+
+    reply = chat.text("mau bicara dengan petugas")
+    reference = re.search(r"PL-\d{4}-\d{6}", reply).group(0)
+    assert "diteruskan ke petugas" in chat.text("NIK saya 3174011501900001 salah ketik")
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    assert officer_cli.main(["show", reference]) == 0
+    shown = capsys.readouterr().out
+    assert "NIK saya 3174********0001 salah ketik" in shown and "3174011501900001" not in shown
+    officer_cli.main(["reply", reference, "Baik, kami periksa datanya.", "--officer", "budi"])
+    assert "Petugas: Baik, kami periksa datanya." in chat.text("terima kasih")
+    officer_cli.main(["release", reference, "--officer", "budi"])
+    back = chat.say("halo")
+    assert "asisten otomatis" in back[0]["text"] and back[-1].get("buttons")

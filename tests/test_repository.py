@@ -22,9 +22,9 @@ def count(backend, sql, *args):
 def test_migrations_and_seed_are_idempotent(backend):
     assert migrate(backend.db) == []
     seed_demo(backend.db)
-    assert count(backend, "SELECT count(*) AS n FROM citizens") == 6
-    assert count(backend, "SELECT count(*) AS n FROM vaccinations") == 10
-    assert count(backend, "SELECT count(*) AS n FROM certificates") == 9
+    assert count(backend, "SELECT count(*) AS n FROM citizens") == 7
+    assert count(backend, "SELECT count(*) AS n FROM vaccinations") == 11
+    assert count(backend, "SELECT count(*) AS n FROM certificates") == 10
 
 
 def test_nothing_without_a_verified_session(backend):

@@ -208,7 +208,8 @@ def test_production_settings_refuse_missing_secrets_and_skip_demo_data(tmp_path)
     env = {"VAR_DIR": str(tmp_path), "REQUIRE_SECRETS": "1", "ACTION_SERVER_TOKEN": "t"}
     with pytest.raises(ValueError, match="OTP_HASH_KEY"):
         Settings.from_env(env)
-    production = Settings.from_env({**env, "OTP_HASH_KEY": "k", "SEED_DEMO_DATA": "0"})
+    production = Settings.from_env({**env, "OTP_HASH_KEY": "k", "SEED_DEMO_DATA": "0",
+                                    "CERTIFICATE_SIGNING_KEY": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="})
     assert production.seed_demo_data is False and production.otp_hash_key == b"k"
     assert not (tmp_path / "secrets").exists()
     assert Settings.from_env({"VAR_DIR": str(tmp_path)}).seed_demo_data is True

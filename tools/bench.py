@@ -428,7 +428,10 @@ def pdf_build_times() -> dict:
 
     from backend.certificates import CertificateCache, build_pdf
 
+    from datetime import datetime, timezone
+
     data = {"certificate_id": 1, "version": 1, "full_name": "Warga Uji", "nik": "3174201501900001",
+            "issued_at": datetime(2021, 8, 3, tzinfo=timezone.utc),
             "birth_date": date(1990, 1, 15), "dose": 2, "vaccine": "CoronaVac",
             "vaccinated_on": date(2021, 8, 2), "facility": "Puskesmas Uji", "certificate_number": "UJI-000001-2"}
     build_pdf(data)  # imports and fonts warmed

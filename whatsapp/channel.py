@@ -28,6 +28,8 @@ from sanic import Blueprint, response
 from sanic.request import Request
 
 from backend.db import Database, DatabaseUnavailable, migrate
+from backend.officer_desk import channel_gate
+from backend.repository import utcnow
 
 from . import outbound, texts
 from .dedupe import SeenMessages
@@ -205,6 +207,11 @@ class WhatsAppInput(InputChannel):
                 self._seen = SeenMessages(self._database, self.settings.dedupe_days)
             return self._seen
 
+    def _gate_database(self) -> Database:
+        """The database of the channel gate (handoffs, notifications): the dedupe store's."""
+        self._seen_messages()
+        return self._database
+
     def get_output_channel(self) -> OutputChannel:
         return DirectOutput(self.deliver)
 
@@ -310,6 +317,20 @@ class WhatsAppInput(InputChannel):
             await self.deliver(message.wa_id, [{"text": texts.TOO_LONG}])
             return
         if message.action != "rasa" or self._on_new_message is None:
+            return
+        # Waiting notifications first; while an officer has the conversation, the message is
+        # theirs and Rasa does not see it.
+        try:
+            pending, officer_ack = await asyncio.get_running_loop().run_in_executor(
+                None, channel_gate, self._gate_database(), message.wa_id, message.text, utcnow)
+        except Exception as exc:  # noqa: BLE001 - DatabaseUnavailable: the turn would fail too
+            log.error("WhatsApp gate for %s failed (%s); apologised", mask_wa_id(message.wa_id), type(exc).__name__)
+            await self.deliver(message.wa_id, [{"text": texts.APOLOGY}])
+            return
+        if pending:
+            await self.deliver(message.wa_id, [{"text": note} for note in pending])
+        if officer_ack is not None:
+            await self.deliver(message.wa_id, [{"text": officer_ack}])
             return
         if self._turns is None:
             self._turns = asyncio.Semaphore(self.settings.max_concurrent_turns)

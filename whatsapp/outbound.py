@@ -141,3 +141,13 @@ def otp_template_message(to: str, template: str, language: str, code: str) -> di
             {"type": "button", "sub_type": "url", "index": "0", "parameters": [{"type": "text", "text": code}]},
         ],
     })
+
+
+def notice_template_message(to: str, template: str, language: str, text: str) -> dict:
+    """A utility template with one body variable, for telling a citizen something (a ticket's
+    outcome) after the 24-hour window closed, when Meta allows only templates."""
+    return _envelope(to, "template", {
+        "name": template,
+        "language": {"code": language},
+        "components": [{"type": "body", "parameters": [{"type": "text", "text": cut(text, 1024)}]}],
+    })

@@ -35,6 +35,8 @@ class WhatsAppSettings:
     # The authentication template (category AUTHENTICATION, copy-code button) for OTP_SENDER=whatsapp.
     otp_template: str = "kode_verifikasi"
     otp_template_language: str = "id"
+    # A UTILITY template with one body variable ({{1}}), for ticket outcomes after 24 hours.
+    notice_template: str = "pembaruan_laporan"
     http_timeout_seconds: float = 10.0
     retry_attempts: int = 4
     retry_base_seconds: float = 0.5
@@ -62,6 +64,7 @@ class WhatsAppSettings:
             verify_token=(env.get("WHATSAPP_VERIFY_TOKEN") or "").strip(),
             otp_template=(env.get("WHATSAPP_OTP_TEMPLATE") or "kode_verifikasi").strip(),
             otp_template_language=(env.get("WHATSAPP_OTP_TEMPLATE_LANGUAGE") or "id").strip(),
+            notice_template=(env.get("WHATSAPP_NOTICE_TEMPLATE") or "pembaruan_laporan").strip(),
             http_timeout_seconds=_number(env, "WHATSAPP_HTTP_TIMEOUT_SECONDS", 10.0, minimum=0.1),
             retry_attempts=int(_number(env, "WHATSAPP_RETRY_ATTEMPTS", 4, minimum=1)),
             retry_base_seconds=_number(env, "WHATSAPP_RETRY_BASE_SECONDS", 0.5),

@@ -1,0 +1,199 @@
+"""The officers' side of tickets (`make tickets`), telling citizens in their chat, and the gate
+every channel passes a message through first (handoffs, waiting notifications).
+
+Telling a citizen: on WhatsApp a message through the Graph API (a template when the 24-hour
+customer-service window has closed, as Meta requires); on channels that cannot push (REST,
+the terminal) a notification stored and shown before the bot's next reply.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from .db import Database
+from .logmask import mask_text
+from .tickets import CATEGORIES, OPEN_STATUSES, Tickets
+
+log = logging.getLogger(__name__)
+
+WHATSAPP_WINDOW = timedelta(hours=24)
+
+# Said by the channels themselves (no Rasa turn happens), so they cannot come from domain.yml.
+HANDOFF_ACK = "Pesan Anda sudah diteruskan ke petugas. Mohon tunggu balasannya di sini."
+RESOLVED = "Laporan {reference} ({label}) sudah selesai ditangani. Catatan petugas: {note}"
+REJECTED = "Laporan {reference} ({label}) tidak dapat diproses. Catatan petugas: {note}"
+OFFICER_SAYS = "Petugas: {text}"
+RELEASED = ("Percakapan dengan petugas sudah selesai. Anda kembali dilayani asisten otomatis; "
+            "ketik *menu* untuk melihat pilihan.")
+
+
+class TicketNotFound(LookupError):
+    pass
+
+
+class Notifier:
+    """Delivers a text to a conversation on the channel it came from."""
+
+    def __init__(self, db: Database, clock, whatsapp_sender=None):
+        self.db = db
+        self.clock = clock
+        self._whatsapp = whatsapp_sender  # a callable(wa_id, text, window_open); made on first use
+
+    def _last_inbound(self, conversation_id: str):
+        def fn(cur):
+            cur.execute("SELECT to_regclass('events') AS t")
+            if cur.fetchone()["t"] is None:
+                return None
+            cur.execute("SELECT max(timestamp) AS at FROM events WHERE sender_id = %s AND type_name = 'user'",
+                        (conversation_id,))
+            return cur.fetchone()["at"]
+
+        return self.db.run(fn)
+
+    def send(self, conversation_id: str, channel: str | None, text: str) -> str:
+        """Returns how it went out: "whatsapp", "whatsapp_template" or "stored"."""
+        if channel == "whatsapp":
+            last = self._last_inbound(conversation_id)
+            window_open = last is not None and self.clock().timestamp() - last < WHATSAPP_WINDOW.total_seconds()
+            self._whatsapp_sender()(conversation_id, text, window_open)
+            return "whatsapp" if window_open else "whatsapp_template"
+
+        def store(cur):
+            cur.execute("INSERT INTO notifications (conversation_id, text, created_at) VALUES (%s, %s, %s)",
+                        (conversation_id, text, self.clock()))
+
+        self.db.run(store)
+        return "stored"
+
+    def _whatsapp_sender(self):
+        if self._whatsapp is None:
+            from whatsapp.notify import send_notification  # only when a WhatsApp citizen is told
+
+            self._whatsapp = send_notification
+        return self._whatsapp
+
+
+class OfficerDesk:
+    def __init__(self, tickets: Tickets, notifier: Notifier):
+        self.tickets = tickets
+        self.db = tickets.db
+        self.clock = tickets.clock
+        self.notifier = notifier
+
+    def open_tickets(self) -> list[dict]:
+        def fn(cur):
+            cur.execute(
+                "SELECT t.reference, t.category, t.status, t.created_at, t.assigned_to, t.channel,"
+                " c.nik, c.full_name, (h.active IS TRUE) AS live"
+                " FROM tickets t LEFT JOIN citizens c ON c.id = t.citizen_id"
+                " LEFT JOIN handoffs h ON h.ticket_id = t.id"
+                " WHERE t.status IN %s ORDER BY t.created_at, t.id", (OPEN_STATUSES,))
+            return [dict(row) for row in cur.fetchall()]
+
+        return self.db.run(fn)
+
+    def _ticket(self, cur, reference: str, lock: bool = False) -> dict:
+        cur.execute("SELECT * FROM tickets WHERE reference = %s" + (" FOR UPDATE" if lock else ""),
+                    (reference.strip().upper(),))
+        row = cur.fetchone()
+        if row is None:
+            raise TicketNotFound(reference)
+        return row
+
+    def show(self, reference: str) -> dict:
+        def fn(cur):
+            ticket = dict(self._ticket(cur, reference))
+            cur.execute("SELECT at, author, note, public FROM ticket_notes WHERE ticket_id = %s ORDER BY at, id",
+                        (ticket["id"],))
+            ticket["notes"] = [dict(row) for row in cur.fetchall()]
+            if ticket["citizen_id"]:
+                cur.execute("SELECT full_name, nik FROM citizens WHERE id = %s", (ticket["citizen_id"],))
+                ticket["citizen"] = dict(cur.fetchone())
+            cur.execute("SELECT active FROM handoffs WHERE ticket_id = %s", (ticket["id"],))
+            handoff = cur.fetchone()
+            ticket["live"] = bool(handoff and handoff["active"])
+            return ticket
+
+        return self.db.run(fn)
+
+    def _add_note(self, cur, ticket_id: int, author: str, note: str, public: bool) -> None:
+        cur.execute("INSERT INTO ticket_notes (ticket_id, at, author, note, public) VALUES (%s, %s, %s, %s, %s)",
+                    (ticket_id, self.clock(), author, note, public))
+
+    def _update(self, reference: str, officer: str, *, status: str | None = None, note: str | None = None,
+                public: bool = False, assign: bool = False) -> dict:
+        def fn(cur):
+            ticket = self._ticket(cur, reference, lock=True)
+            if status and ticket["status"] not in OPEN_STATUSES:
+                raise ValueError(f"{ticket['reference']} is already {ticket['status']}")
+            cur.execute(
+                "UPDATE tickets SET status = coalesce(%s, status), updated_at = %s,"
+                " assigned_to = CASE WHEN %s THEN %s ELSE assigned_to END WHERE id = %s",
+                (status, self.clock(), assign, officer, ticket["id"]))
+            if note:
+                self._add_note(cur, ticket["id"], f"petugas:{officer}", note, public)
+            if status in ("selesai", "ditolak"):
+                cur.execute("UPDATE handoffs SET active = false, ended_at = %s WHERE ticket_id = %s AND active",
+                            (self.clock(), ticket["id"]))
+            return dict(ticket)
+
+        return self.db.run(fn)
+
+    def take(self, reference: str, officer: str) -> None:
+        self._update(reference, officer, status="diproses", assign=True,
+                     note="Tiket diambil petugas", public=False)
+
+    def note(self, reference: str, officer: str, text: str, public: bool = False) -> None:
+        self._update(reference, officer, note=text, public=public)
+
+    def _tell(self, ticket: dict, text: str) -> str | None:
+        if not ticket.get("conversation_id"):
+            return None
+        try:
+            return self.notifier.send(ticket["conversation_id"], ticket.get("channel"), text)
+        except Exception as exc:  # noqa: BLE001 - the ticket is closed either way; say so
+            log.error("could not tell the citizen about %s (%s)", ticket["reference"], type(exc).__name__)
+            return None
+
+    def resolve(self, reference: str, officer: str, note: str) -> str | None:
+        ticket = self._update(reference, officer, status="selesai", note=note, public=True)
+        label = CATEGORIES.get(ticket["category"], ticket["category"])
+        return self._tell(ticket, RESOLVED.format(reference=ticket["reference"], label=label, note=note))
+
+    def reject(self, reference: str, officer: str, note: str) -> str | None:
+        ticket = self._update(reference, officer, status="ditolak", note=note, public=True)
+        label = CATEGORIES.get(ticket["category"], ticket["category"])
+        return self._tell(ticket, REJECTED.format(reference=ticket["reference"], label=label, note=note))
+
+    def reply(self, reference: str, officer: str, text: str) -> str | None:
+        """An officer's message in a handed-over conversation."""
+        ticket = self._update(reference, officer, status="diproses", note=text, public=True, assign=True)
+        return self._tell(ticket, OFFICER_SAYS.format(text=text))
+
+    def release(self, reference: str, officer: str) -> str | None:
+        """The officer is done ("selesai"): the bot answers this conversation again."""
+        ticket = self._update(reference, officer, status="selesai", note="Percakapan dikembalikan ke bot")
+        return self._tell(ticket, RELEASED)
+
+
+def channel_gate(db: Database, conversation_id: str, text: str, clock) -> tuple[list[str], str | None]:
+    """First step of every incoming message, in one transaction: the notifications waiting for
+    this conversation (marked delivered), and, while an officer has it, the acknowledgement to
+    send instead of a bot turn (the message itself goes to the ticket, masked)."""
+
+    def fn(cur):
+        cur.execute(
+            "UPDATE notifications SET delivered_at = %s WHERE conversation_id = %s AND delivered_at IS NULL"
+            " RETURNING text, id", (clock(), conversation_id))
+        pending = [row["text"] for row in sorted(cur.fetchall(), key=lambda r: r["id"])]
+        cur.execute("SELECT ticket_id FROM handoffs WHERE conversation_id = %s AND active", (conversation_id,))
+        handoff = cur.fetchone()
+        if handoff is None:
+            return pending, None
+        cur.execute("INSERT INTO ticket_notes (ticket_id, at, author, note) VALUES (%s, %s, 'warga', %s)",
+                    (handoff["ticket_id"], clock(), mask_text(text)[:2000]))
+        cur.execute("UPDATE tickets SET updated_at = %s WHERE id = %s", (clock(), handoff["ticket_id"]))
+        return pending, HANDOFF_ACK
+
+    return db.run(fn)
