@@ -7,16 +7,29 @@ This store raises TrackerStoreUnavailable instead, deliberately not an Exception
 wrapper lets it through; the channels answer "layanan sedang gangguan" and the conversation
 continues where it was once the database is back. It also pings pooled connections before
 use, so the first turn after a database restart does not fail on a connection the restart broke.
+
+Lighter per message than Rasa's own, same rows and same order (profiled in docs/performance.md):
+- reading fetches only the events' JSON, not whole ORM objects;
+- saving inserts the new events in one statement, not one INSERT ... RETURNING per event
+  through the ORM's unit of work;
+- to find which events are new, Rasa's save() counts the stored events of the session again. A
+  tracker read from this store knows that number already (how many events it was built from),
+  so save() uses it; a tracker that did not come from retrieve() is counted the usual way. The
+  number is dropped after one save, so a tracker saved twice is counted again.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 from typing import Any
 
 import sqlalchemy as sa
 import sqlalchemy.exc
 import sqlalchemy.orm
 from rasa.core.tracker_store import SQLTrackerStore, create_engine_kwargs
+from rasa.shared.core.trackers import DialogueStateTracker
+from rasa.shared.nlu.constants import INTENT_NAME_KEY
 
 
 class TrackerStoreUnavailable(BaseException):
@@ -30,6 +43,42 @@ class StrictSQLTrackerStore(SQLTrackerStore):
         self.engine.dispose()
         self.engine = sa.create_engine(url, pool_pre_ping=True, **create_engine_kwargs(url))
         self.sessionmaker = sa.orm.session.sessionmaker(bind=self.engine)
+
+    async def _retrieve(self, sender_id, fetch_events_from_all_sessions):
+        with self.session_scope() as session:
+            query = self._event_query(session, sender_id, fetch_events_from_all_sessions)
+            events = [json.loads(data) for (data,) in query.with_entities(self.SQLEvent.data)]
+        if not (self.domain and events):
+            return None
+        tracker = DialogueStateTracker.from_dict(sender_id, events, self.domain.slots)
+        if not fetch_events_from_all_sessions and tracker.events.maxlen is None:
+            tracker._events_in_store = len(events)
+        return tracker
+
+    def _additional_events(self, session, tracker):
+        stored = tracker.__dict__.pop("_events_in_store", None)
+        if stored is None:
+            return super()._additional_events(session, tracker)
+        return itertools.islice(tracker.events, stored, len(tracker.events))
+
+    async def _save(self, tracker) -> None:
+        """Rasa's SQLTrackerStore.save with one multi-row INSERT instead of ORM objects."""
+        await self.stream_events(tracker)
+        with self.session_scope() as session:
+            rows = []
+            for event in self._additional_events(session, tracker):
+                data = event.as_dict()
+                rows.append({
+                    "sender_id": tracker.sender_id,
+                    "type_name": event.type_name,
+                    "timestamp": data.get("timestamp"),
+                    "intent_name": data.get("parse_data", {}).get("intent", {}).get(INTENT_NAME_KEY),
+                    "action_name": data.get("name"),
+                    "data": json.dumps(data),
+                })
+            if rows:
+                session.execute(self.SQLEvent.__table__.insert(), rows)
+            session.commit()
 
     async def retrieve(self, sender_id):
         try:
@@ -45,6 +94,6 @@ class StrictSQLTrackerStore(SQLTrackerStore):
 
     async def save(self, tracker) -> None:
         try:
-            await super().save(tracker)
+            await self._save(tracker)
         except sqlalchemy.exc.DBAPIError as exc:
             raise TrackerStoreUnavailable(type(exc).__name__) from exc

@@ -1,0 +1,180 @@
+"""The speed-ups (rasa_server/speedups.py, backend/tracker_store.py) behave as what they replace."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import time
+
+import pytest
+from jsonschema import ValidationError
+from rasa.core.actions.action import RemoteAction
+from rasa.core.channels import UserMessage
+from rasa.core.processor import MessageProcessor
+from rasa.shared.core import events
+from rasa.shared.core.domain import Domain
+from rasa.shared.core.events import ActionExecuted, BotUttered, SessionStarted, SlotSet, UserUttered
+from rasa.shared.core.trackers import DialogueStateTracker
+from rasa.shared.utils.common import all_subclasses
+
+from rasa_server import speedups
+from tools.stack import ROOT, tracker_env
+
+ORIGINAL_VALIDATE = RemoteAction._validate_action_result
+ORIGINAL_RESOLVE = events.Event.resolve_by_type
+ORIGINAL_PARSE = MessageProcessor._parse_message_with_graph
+
+
+@pytest.fixture(scope="module")
+def installed():
+    speedups.install()
+    yield
+    RemoteAction._validate_action_result = ORIGINAL_VALIDATE
+    events.Event.resolve_by_type = staticmethod(ORIGINAL_RESOLVE)
+    MessageProcessor._parse_message_with_graph = ORIGINAL_PARSE
+    speedups._installed = False
+
+
+GOOD_REPLIES = [
+    {"events": [], "responses": []},
+    {"events": [{"event": "slot", "name": "phone_number", "value": "x", "timestamp": None}],
+     "responses": [{"response": "utter_ask_otp_code"}, {"text": "halo", "buttons": []}]},
+    {"events": [{"event": "active_loop", "name": None}]},
+]
+BAD_REPLIES = [
+    {"events": "not a list"},
+    {"events": [{"name": "no event type"}]},
+    {"responses": "x"},
+]
+
+
+@pytest.mark.parametrize("reply", GOOD_REPLIES)
+def test_valid_action_replies_pass_as_before(installed, reply):
+    action = RemoteAction("action_x", None)
+    assert ORIGINAL_VALIDATE(action, reply) is True
+    assert action._validate_action_result(reply) is True
+
+
+@pytest.mark.parametrize("reply", BAD_REPLIES)
+def test_invalid_action_replies_fail_as_before(installed, reply):
+    action = RemoteAction("action_x", None)
+    with pytest.raises(ValidationError) as before:
+        ORIGINAL_VALIDATE(action, copy.deepcopy(reply))
+    with pytest.raises(ValidationError) as after:
+        action._validate_action_result(copy.deepcopy(reply))
+    assert after.value.message == before.value.message
+
+
+def test_every_event_type_resolves_to_the_same_class(installed):
+    names = {cls.type_name for cls in all_subclasses(events.Event)}
+    assert len(names) > 20
+    for name in names:
+        assert events.Event.resolve_by_type(name) is ORIGINAL_RESOLVE(name)
+    assert events.Event.resolve_by_type("no such event", default=SlotSet) is SlotSet
+    with pytest.raises(ValueError):
+        events.Event.resolve_by_type("no such event")
+
+
+class CountingProcessor:
+    """Just what the parse cache uses of a MessageProcessor, counting real parses."""
+
+    def __init__(self, model_filename="model-a.tar.gz"):
+        self.model_filename = model_filename
+        self.parses = []
+
+    def parse(self, message, tracker, only_output_properties=True):
+        self.parses.append(message.text)
+        return {"text": message.text, "intent": {"name": "greet", "confidence": 0.99}, "entities": []}
+
+
+@pytest.fixture
+def parse_cache(monkeypatch):
+    monkeypatch.setattr(MessageProcessor, "_parse_message_with_graph", CountingProcessor.parse)
+    speedups._cache_parses(size=2)
+    return MessageProcessor._parse_message_with_graph
+
+
+def test_parse_cache_reuses_results_for_plain_texts_as_copies(parse_cache):
+    processor = CountingProcessor()
+    first = parse_cache(processor, UserMessage("halo kak"), None)
+    first["intent"]["name"] = "changed by a caller"
+    second = parse_cache(processor, UserMessage("halo kak"), None)
+    assert processor.parses == ["halo kak"]
+    assert second["intent"]["name"] == "greet"
+    # Another model: parsed again.
+    other = CountingProcessor("model-b.tar.gz")
+    parse_cache(other, UserMessage("halo kak"), None)
+    assert other.parses == ["halo kak"]
+
+
+@pytest.mark.parametrize("text", ["081234567001", "kode saya 123456", "ganti email ke a@b.id",
+                                  "nik 3171014501900001", "x" * 81, ""])
+def test_parse_cache_never_keeps_personal_data(parse_cache, text):
+    processor = CountingProcessor()
+    parse_cache(processor, UserMessage(text), None)
+    parse_cache(processor, UserMessage(text), None)
+    assert processor.parses == [text, text]
+
+
+def test_parse_cache_is_bounded(parse_cache):
+    processor = CountingProcessor()
+    for text in ["a", "b", "c", "a"]:
+        parse_cache(processor, UserMessage(text), None)
+    assert processor.parses == ["a", "b", "c", "a"]  # "a" was the oldest of three in a cache of two
+
+
+# --- the tracker store ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def store(database_url):
+    from backend.tracker_store import StrictSQLTrackerStore
+
+    env = tracker_env(database_url)
+    domain = Domain.load(str(ROOT / "domain.yml"))
+    store = StrictSQLTrackerStore(domain, dialect="postgresql", host=env["TRACKER_DB_HOST"],
+                                  port=env["TRACKER_DB_PORT"], db=env["TRACKER_DB_NAME"],
+                                  username=env["TRACKER_DB_USER"], password=env["TRACKER_DB_PASSWORD"])
+    yield store
+    store.engine.dispose()
+
+
+def stored(store, sender):
+    with store.session_scope() as session:
+        return [(row.type_name, row.intent_name, row.action_name)
+                for row in session.query(store.SQLEvent).filter_by(sender_id=sender).order_by(store.SQLEvent.id)]
+
+
+def test_tracker_store_keeps_every_event_once_in_order(store):
+    sender = "speedups-order"
+    run = asyncio.run
+    t = time.time()  # a session's first two events share its start time, as when Rasa writes them
+    tracker = DialogueStateTracker(sender, store.domain.slots)
+    tracker.update(ActionExecuted("action_session_start", timestamp=t))
+    tracker.update(SessionStarted(timestamp=t))
+    tracker.update(UserUttered("halo", {"name": "greet", "confidence": 1.0}, timestamp=t + 1))
+    run(store.save(tracker))  # a new tracker: counted the usual way
+    tracker = run(store.retrieve(sender))
+    assert len(tracker.events) == 3
+    tracker.update(BotUttered("Halo!", timestamp=t + 2))
+    tracker.update(ActionExecuted("utter_greet", timestamp=t + 3))
+    run(store.save(tracker))  # the count comes from retrieve()
+    tracker.update(ActionExecuted("action_listen", timestamp=t + 4))
+    run(store.save(tracker))  # saved twice: counted again, nothing doubled
+    # A new session inside a turn: the old session's events are not written again.
+    tracker = run(store.retrieve(sender))
+    tracker.update(ActionExecuted("action_session_start", timestamp=t + 5))
+    tracker.update(SessionStarted(timestamp=t + 5))
+    tracker.update(UserUttered("menu", {"name": "show_menu", "confidence": 1.0}, timestamp=t + 6))
+    run(store.save(tracker))
+    assert stored(store, sender) == [
+        ("action", None, "action_session_start"), ("session_started", None, None),
+        ("user", "greet", None), ("bot", None, None), ("action", None, "utter_greet"),
+        ("action", None, "action_listen"), ("action", None, "action_session_start"),
+        ("session_started", None, None), ("user", "show_menu", None)]
+    again = run(store.retrieve(sender))
+    assert [e.type_name for e in again.events] == ["action", "session_started", "user"]
+    assert [e.type_name for e in run(store.retrieve_full_tracker(sender)).events][:3] == [
+        "action", "session_started", "user"]
+    assert len(run(store.retrieve_full_tracker(sender)).events) == 9
+    assert run(store.retrieve("speedups-nobody")) is None
