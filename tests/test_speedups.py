@@ -7,6 +7,7 @@ import copy
 import time
 
 import pytest
+import sqlalchemy as sa
 from jsonschema import ValidationError
 from rasa.core.actions.action import RemoteAction
 from rasa.core.channels import UserMessage
@@ -178,3 +179,27 @@ def test_tracker_store_keeps_every_event_once_in_order(store):
         "action", "session_started", "user"]
     assert len(run(store.retrieve_full_tracker(sender)).events) == 9
     assert run(store.retrieve("speedups-nobody")) is None
+
+
+def test_tracker_store_survives_connections_broken_by_a_restart(store, database_url):
+    """Pooled connections killed (as a database restart does): the next read and save go
+    through on fresh connections, without an apology to the citizen."""
+    import psycopg2
+
+    run = asyncio.run
+    sender = "speedups-restart"
+    tracker = DialogueStateTracker(sender, store.domain.slots)
+    tracker.update(UserUttered("halo", {"name": "greet", "confidence": 1.0}))
+    run(store.save(tracker))
+    with store.engine.connect() as connection:  # the one connection the pool holds
+        pid = connection.execute(sa.text("SELECT pg_backend_pid()")).scalar()
+    admin = psycopg2.connect(database_url)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    admin.close()
+
+    tracker = run(store.retrieve(sender))
+    tracker.update(ActionExecuted("utter_greet"))
+    run(store.save(tracker))
+    assert [row[0] for row in stored(store, sender)] == ["user", "action"]
