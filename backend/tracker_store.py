@@ -10,6 +10,11 @@ not fail on a pooled connection the restart broke: it is tried once more on a fr
 
 Lighter per message than Rasa's own, same rows and same order (profiled in docs/performance.md):
 - reading fetches only the events' JSON, not whole ORM objects;
+- commits of conversation events do not wait for the disk (synchronous_commit off for this
+  store's connections only; TRACKER_SYNCHRONOUS_COMMIT=on restores it): a crash of PostgreSQL
+  itself may lose the last fraction of a second of conversation, never corrupt it, and the
+  records that matter (codes, changes of data, audit, tickets) are written by the backend with
+  full durability;
 - saving inserts the new events in one statement, not one INSERT ... RETURNING per event
   through the ORM's unit of work;
 - to find which events are new, Rasa's save() counts the stored events of the session again. A
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 from typing import Any
 
 import sqlalchemy as sa
@@ -41,7 +47,11 @@ class StrictSQLTrackerStore(SQLTrackerStore):
         super().__init__(*args, **kwargs)
         url = self.engine.url
         self.engine.dispose()
-        self.engine = sa.create_engine(url, **create_engine_kwargs(url))
+        kwargs = create_engine_kwargs(url)
+        if url.get_backend_name() == "postgresql" and os.environ.get("TRACKER_SYNCHRONOUS_COMMIT", "off") == "off":
+            options = kwargs.setdefault("connect_args", {}).get("options", "")
+            kwargs["connect_args"]["options"] = f"{options} -csynchronous_commit=off".strip()
+        self.engine = sa.create_engine(url, **kwargs)
         self.sessionmaker = sa.orm.session.sessionmaker(bind=self.engine)
 
     async def _retrieve(self, sender_id, fetch_events_from_all_sessions):

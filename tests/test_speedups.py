@@ -203,3 +203,21 @@ def test_tracker_store_survives_connections_broken_by_a_restart(store, database_
     tracker.update(ActionExecuted("utter_greet"))
     run(store.save(tracker))
     assert [row[0] for row in stored(store, sender)] == ["user", "action"]
+
+
+def test_tracker_store_commits_without_waiting_for_the_disk_unless_told(store, database_url, monkeypatch):
+    from backend.tracker_store import StrictSQLTrackerStore
+
+    def setting(engine):  # the value, and where it came from ("client": the connection's options)
+        with engine.connect() as connection:
+            return tuple(connection.execute(sa.text(
+                "SELECT setting, source FROM pg_settings WHERE name = 'synchronous_commit'")).one())
+
+    assert setting(store.engine) == ("off", "client")
+    monkeypatch.setenv("TRACKER_SYNCHRONOUS_COMMIT", "on")
+    env = tracker_env(database_url)
+    durable = StrictSQLTrackerStore(store.domain, dialect="postgresql", host=env["TRACKER_DB_HOST"],
+                                    port=env["TRACKER_DB_PORT"], db=env["TRACKER_DB_NAME"],
+                                    username=env["TRACKER_DB_USER"], password=env["TRACKER_DB_PASSWORD"])
+    assert setting(durable.engine)[1] != "client"  # the server's setting (tests: the database's)
+    durable.engine.dispose()

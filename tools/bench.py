@@ -3,6 +3,7 @@
     python -m tools.bench                       # 1 and 16 users, alternating rounds
     python -m tools.bench --mode cluster        # our stack as 2 Rasa + 2 action servers behind
                                                 #   a round-robin proxy, vs 1 + 1
+    python -m tools.bench --workers 2            # our Rasa with 2 Sanic workers (Redis lock store)
     python -m tools.bench --duration 10 --rounds 1 --users 1,4,16
 
 Our citizens go through real flows over the REST channel: greeting, status with the OTP read
@@ -249,8 +250,9 @@ def rasa_pid(stack: Stack) -> int:
     return next(p.pid for p in stack.processes if "rasa" in " ".join(map(str, p.args)) and "run" in p.args)
 
 
-def start_ours(url: str, ports: tuple[int, int], log_dir: Path) -> tuple[Stack, dict]:
-    stack = Stack(url, rasa_port=ports[0], action_port=ports[1], log_dir=log_dir, extra_env=LOAD_ENV)
+def start_ours(url: str, ports: tuple[int, int], log_dir: Path, workers: int = 1) -> tuple[Stack, dict]:
+    stack = Stack(url, rasa_port=ports[0], action_port=ports[1], log_dir=log_dir, extra_env=LOAD_ENV,
+                  workers=workers)
     started = time.monotonic()
     stack.start_actions()
     stack.start_rasa()
@@ -318,6 +320,8 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=20, help="seconds per round")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--mode", choices=["single", "cluster"], default="single")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="single mode: Rasa's Sanic workers (2 share a Redis lock store)")
     args = parser.parse_args()
     users = [int(u) for u in args.users.split(",")]
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
@@ -344,7 +348,7 @@ def main() -> int:
                 ours_pid = pid_listening(5005)
             except TimeoutError:
                 log("starting our stack (make serve) ...")
-                stack, facts["ours"] = start_ours(url, (5005, 5055), ROOT / "var" / "log")
+                stack, facts["ours"] = start_ours(url, (5005, 5055), ROOT / "var" / "log", args.workers)
                 stacks.append(stack)
                 ours_pid = rasa_pid(stack)
                 targets["ours"] = "http://127.0.0.1:5005/webhooks/rest/webhook"
@@ -392,7 +396,7 @@ def main() -> int:
         asyncio.run(run_all())
 
         report = {
-            "mode": args.mode, "duration_s": args.duration, "rounds": args.rounds,
+            "mode": args.mode, "workers": args.workers if args.mode == "single" else 1, "duration_s": args.duration, "rounds": args.rounds,
             "machine": {"cpus": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1)},
             "load": {name: {str(n): summarise(samples) for n, samples in rows.items()} for name, rows in results.items()},
             "rss_mb": {name: rss_mb(pid) for name, pid in pids.items()},
