@@ -20,7 +20,10 @@ Lighter per message than Rasa's own, same rows and same order (profiled in docs/
 - to find which events are new, Rasa's save() counts the stored events of the session again. A
   tracker read from this store knows that number already (how many events it was built from),
   so save() uses it; a tracker that did not come from retrieve() is counted the usual way. The
-  number is dropped after one save, so a tracker saved twice is counted again.
+  number is dropped after one save, so a tracker saved twice is counted again;
+- the tracker saved last for a conversation stays in memory (TRACKER_CACHE_SIZE conversations,
+  512 by default, 0 for none): the next message of that conversation reuses it when no event
+  was stored since, by this process or another, which one indexed query tells.
 """
 
 from __future__ import annotations
@@ -28,8 +31,10 @@ from __future__ import annotations
 import itertools
 import json
 import os
+from collections import OrderedDict
 from typing import Any
 
+import psycopg2.extras
 import sqlalchemy as sa
 import sqlalchemy.exc
 import sqlalchemy.orm
@@ -53,8 +58,37 @@ class StrictSQLTrackerStore(SQLTrackerStore):
             kwargs["connect_args"]["options"] = f"{options} -csynchronous_commit=off".strip()
         self.engine = sa.create_engine(url, **kwargs)
         self.sessionmaker = sa.orm.session.sessionmaker(bind=self.engine)
+        self._recent: OrderedDict[str, tuple[DialogueStateTracker, int]] = OrderedDict()
+        self._recent_size = int(os.environ.get("TRACKER_CACHE_SIZE", "512"))
+
+    def _take_recent(self, sender_id: str) -> DialogueStateTracker | None:
+        """The tracker this process saved last for that conversation, if no event was stored
+        since (by any process): checked with one indexed query instead of reading and replaying
+        every event. Taken out of the cache, so only one caller ever holds it; it comes back
+        only with the next save()."""
+        entry = self._recent.pop(sender_id, None)
+        if entry is None:
+            return None
+        tracker, last_id = entry
+        with self.session_scope() as session:
+            current = session.query(sa.func.max(self.SQLEvent.id)).filter(
+                self.SQLEvent.sender_id == sender_id).scalar()
+        if current != last_id:
+            return None
+        tracker._events_in_store = len(tracker.events)
+        return tracker
+
+    def _keep_recent(self, tracker: DialogueStateTracker, last_id: int) -> None:
+        self._recent[tracker.sender_id] = (tracker, last_id)
+        self._recent.move_to_end(tracker.sender_id)
+        while len(self._recent) > self._recent_size:
+            self._recent.popitem(last=False)
 
     async def _retrieve(self, sender_id, fetch_events_from_all_sessions):
+        if not fetch_events_from_all_sessions:
+            recent = self._take_recent(sender_id)
+            if recent is not None:
+                return recent
         with self.session_scope() as session:
             query = self._event_query(session, sender_id, fetch_events_from_all_sessions)
             events = [json.loads(data) for (data,) in query.with_entities(self.SQLEvent.data)]
@@ -86,9 +120,16 @@ class StrictSQLTrackerStore(SQLTrackerStore):
                     "action_name": data.get("name"),
                     "data": json.dumps(data),
                 })
-            if rows:
-                session.execute(self.SQLEvent.__table__.insert(), rows)
+            if not rows:
+                session.commit()
+                return
+            ids = self._insert(session, rows)
             session.commit()
+        # Kept for the next message unless a new session began in this turn (a tracker read back
+        # would then hold only the new session's events).
+        if (self._recent_size > 0 and tracker.events.maxlen is None
+                and not any(row["type_name"] == "session_started" for row in rows)):
+            self._keep_recent(tracker, max(ids))
 
     async def _once_more_after_disconnect(self, operation, *args):
         """A connection broken by a database restart fails its first statement: SQLAlchemy then
@@ -104,6 +145,20 @@ class StrictSQLTrackerStore(SQLTrackerStore):
             return await operation(*args)
         except sqlalchemy.exc.DBAPIError as exc:
             raise TrackerStoreUnavailable(type(exc).__name__) from exc
+
+    def _insert(self, session, rows: list[dict]) -> list[int]:
+        """The rows in one INSERT; their ids. On PostgreSQL straight through psycopg2: SQLAlchemy
+        compiles a multi-row INSERT anew for every number of rows, which cost more than the
+        insert itself."""
+        table = self.SQLEvent.__table__
+        if self.engine.dialect.name != "postgresql":
+            return session.execute(table.insert().values(rows).returning(table.c.id)).scalars().all()
+        columns = list(rows[0])
+        with session.connection().connection.cursor() as cur:
+            found = psycopg2.extras.execute_values(
+                cur, f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES %s RETURNING id",
+                [tuple(row[c] for c in columns) for row in rows], fetch=True)
+        return [row[0] for row in found]
 
     async def retrieve(self, sender_id):
         return await self._once_more_after_disconnect(super().retrieve, sender_id)

@@ -129,13 +129,7 @@ def test_parse_cache_is_bounded(parse_cache):
 
 @pytest.fixture
 def store(database_url):
-    from backend.tracker_store import StrictSQLTrackerStore
-
-    env = tracker_env(database_url)
-    domain = Domain.load(str(ROOT / "domain.yml"))
-    store = StrictSQLTrackerStore(domain, dialect="postgresql", host=env["TRACKER_DB_HOST"],
-                                  port=env["TRACKER_DB_PORT"], db=env["TRACKER_DB_NAME"],
-                                  username=env["TRACKER_DB_USER"], password=env["TRACKER_DB_PASSWORD"])
+    store = make_store(database_url)
     yield store
     store.engine.dispose()
 
@@ -206,8 +200,6 @@ def test_tracker_store_survives_connections_broken_by_a_restart(store, database_
 
 
 def test_tracker_store_commits_without_waiting_for_the_disk_unless_told(store, database_url, monkeypatch):
-    from backend.tracker_store import StrictSQLTrackerStore
-
     def setting(engine):  # the value, and where it came from ("client": the connection's options)
         with engine.connect() as connection:
             return tuple(connection.execute(sa.text(
@@ -215,9 +207,61 @@ def test_tracker_store_commits_without_waiting_for_the_disk_unless_told(store, d
 
     assert setting(store.engine) == ("off", "client")
     monkeypatch.setenv("TRACKER_SYNCHRONOUS_COMMIT", "on")
-    env = tracker_env(database_url)
-    durable = StrictSQLTrackerStore(store.domain, dialect="postgresql", host=env["TRACKER_DB_HOST"],
-                                    port=env["TRACKER_DB_PORT"], db=env["TRACKER_DB_NAME"],
-                                    username=env["TRACKER_DB_USER"], password=env["TRACKER_DB_PASSWORD"])
+    durable = make_store(database_url)
     assert setting(durable.engine)[1] != "client"  # the server's setting (tests: the database's)
     durable.engine.dispose()
+
+
+def make_store(database_url):
+    from backend.tracker_store import StrictSQLTrackerStore
+
+    env = tracker_env(database_url)
+    return StrictSQLTrackerStore(Domain.load(str(ROOT / "domain.yml")), dialect="postgresql",
+                                 host=env["TRACKER_DB_HOST"], port=env["TRACKER_DB_PORT"],
+                                 db=env["TRACKER_DB_NAME"], username=env["TRACKER_DB_USER"],
+                                 password=env["TRACKER_DB_PASSWORD"])
+
+
+def test_recent_tracker_is_reused_only_while_nobody_wrote_since(store, database_url):
+    run = asyncio.run
+    sender = "speedups-recent"
+    t = time.time()
+    tracker = DialogueStateTracker(sender, store.domain.slots)
+    tracker.update(ActionExecuted("action_session_start", timestamp=t))
+    tracker.update(SessionStarted(timestamp=t))
+    run(store.save(tracker))  # a session began in this turn: not kept
+    assert run(store.retrieve(sender)) is not tracker
+
+    tracker = run(store.retrieve(sender))
+    tracker.update(UserUttered("halo", {"name": "greet", "confidence": 1.0}, timestamp=t + 1))
+    tracker.update(SlotSet("phone_number", "+6281234567001", timestamp=t + 2))
+    run(store.save(tracker))
+    again = run(store.retrieve(sender))
+    assert again is tracker  # no read of the events
+    assert run(store.retrieve(sender)) is not tracker  # taken: a second caller reads the database
+    fresh = make_store(database_url)
+    assert list(run(fresh.retrieve(sender)).events) == list(again.events)
+    assert again.get_slot("phone_number") == "+6281234567001"
+
+    # Saved again by this process, then another process (another Rasa worker) writes.
+    again.update(ActionExecuted("action_listen", timestamp=t + 3))
+    run(store.save(again))
+    other = run(fresh.retrieve(sender))
+    other.update(SlotSet("phone_number", "+6281234567002", timestamp=t + 4))
+    run(fresh.save(other))
+    latest = run(store.retrieve(sender))
+    assert latest is not again and latest.get_slot("phone_number") == "+6281234567002"
+    assert [row[0] for row in stored(store, sender)] == [
+        "action", "session_started", "user", "slot", "action", "slot"]
+    fresh.engine.dispose()
+
+
+def test_recent_trackers_can_be_turned_off(database_url, monkeypatch):
+    monkeypatch.setenv("TRACKER_CACHE_SIZE", "0")
+    store = make_store(database_url)
+    run = asyncio.run
+    tracker = DialogueStateTracker("speedups-nocache", store.domain.slots)
+    tracker.update(UserUttered("halo", {"name": "greet", "confidence": 1.0}))
+    run(store.save(tracker))
+    assert run(store.retrieve("speedups-nocache")) is not tracker
+    store.engine.dispose()
