@@ -33,6 +33,7 @@ def install() -> None:
         return
     _validate_action_result_once()
     _event_types_by_name()
+    _build_models_eagerly()
     size = int(os.environ.get("NLU_CACHE_SIZE", "4096"))
     if size > 0:
         _cache_parses(size)
@@ -120,3 +121,30 @@ def _cache_parses(size: int) -> None:
         return copy.deepcopy(found)
 
     MessageProcessor._parse_message_with_graph = parse
+
+
+def _build_models_eagerly() -> None:
+    """Loading DIET or the ResponseSelector trains them for one step on one example, only to
+    create their weights before the trained ones are read in; Rasa compiles that step into a
+    TensorFlow graph first, which is most of the 30 s a start takes. Run that one step eagerly
+    instead (same weights created, then overwritten as before); prediction is compiled exactly
+    as Rasa does it (unless the component's config asks for eager mode, as before)."""
+    import tensorflow as tf
+    from rasa.utils.tensorflow.constants import LEARNING_RATE, RUN_EAGERLY
+    from rasa.utils.tensorflow.data_generator import RasaBatchDataGenerator
+    from rasa.utils.tensorflow.models import RasaModel
+
+    def load(cls, model_file_name, model_data_example, predict_data_example=None,
+             finetune_mode=False, *args, **kwargs):
+        # Rasa's RasaModel.load, but for run_eagerly during the building step.
+        model = cls(*args, **kwargs)
+        config = kwargs.get("config", {})
+        model.compile(optimizer=tf.keras.optimizers.Adam(config.get(LEARNING_RATE, 0.001)), run_eagerly=True)
+        model.fit(RasaBatchDataGenerator(model_data_example, batch_size=1), verbose=False)
+        model.load_weights(model_file_name)
+        model.run_eagerly = config.get(RUN_EAGERLY)
+        if not finetune_mode and predict_data_example:
+            model.run_inference(predict_data_example)
+        return model
+
+    RasaModel.load = classmethod(load)
