@@ -43,6 +43,9 @@ LEFT_TO_DEFAULT = {
     "WHATSAPP_RETRY_BASE_SECONDS": "0.5 s",
     "WHATSAPP_RETRY_MAX_SECONDS": "8 s",
     "WHATSAPP_DEDUPE_DAYS": "7, Meta's redelivery window",
+    "NLU_CACHE_SIZE": "4096 texts per Rasa process (docs/performance.md)",
+    "TRACKER_CACHE_SIZE": "512 conversations per Rasa process",
+    "TRACKER_SYNCHRONOUS_COMMIT": "off for conversation events only (docs/performance.md)",
 }
 # Read only by the development launcher (tools/stack.py), never in a container.
 DEV_ONLY = {"RASA_PORT", "WORKERS"}
@@ -68,7 +71,7 @@ REQUIRED_SECRETS = {"rasa": {"TRACKER_DB_PASSWORD", "ACTION_SERVER_TOKEN"},
                     "retention": {"TRACKER_DB_PASSWORD"}}
 SECRET_WORDS = ("PASSWORD", "TOKEN", "SECRET", "HASH_KEY")
 
-RUNTIME_CODE = ["actions", "backend", "rest", "whatsapp", "nlu_components"]
+RUNTIME_CODE = ["actions", "backend", "rest", "whatsapp", "nlu_components", "rasa_server"]
 ENV_READ = [
     re.compile(r"os\.environ(?:\.get)?\(\s*[\"']([A-Z][A-Z0-9_]+)[\"']"),
     re.compile(r"os\.environ\[\s*[\"']([A-Z][A-Z0-9_]+)[\"']\s*\]"),
