@@ -113,6 +113,8 @@ def test_download_the_booster_certificate_in_the_browser(running, browser, backe
     expect(document).to_contain_text("Buka")
     expect(document.locator("xpath=..")).to_contain_text("Budi Santoso")
     page.wait_for_timeout(300)  # let the smooth scroll settle for the picture
+    document.scroll_into_view_if_needed()  # the picture must show the document bubble
+    page.wait_for_timeout(200)
     RESULTS.mkdir(exist_ok=True)
     page.screenshot(path=str(RESULTS / "simulator.png"))
 
