@@ -139,3 +139,24 @@ class Outbox:
 @pytest.fixture
 def outbox(backend) -> Outbox:
     return Outbox(backend.settings.otp_outbox)
+
+
+@pytest.fixture(scope="module")
+def action_app():
+    """The action server's Sanic app (actions/server.py), for its test client."""
+    from sanic import Sanic
+
+    from actions.server import build_app
+
+    Sanic.test_mode = True  # several apps named "actions" in one test process
+    return build_app()
+
+
+@pytest.fixture
+def action_client(action_app, backend):
+    """The action server's test client, backed by the test backend."""
+    from actions import backend as action_backend
+
+    action_backend.set_backend(backend)
+    yield action_app.test_client
+    action_backend.set_backend(None)

@@ -13,8 +13,6 @@ from hypothesis import strategies as st
 from rasa.core.channels.channel import CollectingOutputChannel, UserMessage
 from sanic import Sanic
 
-from actions import backend as action_backend
-from actions.server import build_app
 from backend.logmask import MaskingFilter, mask_text
 from backend.retention import purge
 from rest.channel import APOLOGY, RestInput, answer_turn
@@ -60,19 +58,6 @@ def test_no_nik_phone_or_code_survives_masking(nik, phone, code, filler):
 # --- the action server -------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def action_app():
-    Sanic.test_mode = True
-    return build_app()
-
-
-@pytest.fixture
-def client(action_app, backend):
-    action_backend.set_backend(backend)
-    yield action_app.test_client
-    action_backend.set_backend(None)
-
-
 def webhook_body(sender: str, text: str) -> dict:
     t = make_tracker(sender, text, requested="phone_number")
     return {"next_action": "validate_certificate_form", "sender_id": sender, "version": "3.6.21",
@@ -82,34 +67,34 @@ def webhook_body(sender: str, text: str) -> dict:
             "tracker": t.current_state()}
 
 
-def test_action_server_refuses_calls_without_the_token(client, backend, outbox):
+def test_action_server_refuses_calls_without_the_token(action_client, backend, outbox):
     body = webhook_body("c1", "081234567001")
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": backend.settings.action_server_token}):
-        _, reply = client.post("/webhook", json=body, headers=headers)
+        _, reply = action_client.post("/webhook", json=body, headers=headers)
         assert reply.status == 401
-    _, reply = client.get("/actions")
+    _, reply = action_client.get("/actions")
     assert reply.status == 401
     assert outbox.messages() == []  # nothing ran: no code was sent
-    _, reply = client.post("/webhook", json=body,
+    _, reply = action_client.post("/webhook", json=body,
                            headers={"Authorization": f"Bearer {backend.settings.action_server_token}"})
     assert reply.status == 200
     assert len(outbox.messages("+6281234567001")) == 1
-    _, health = client.get("/health")
+    _, health = action_client.get("/health")
     assert health.status == 200
 
 
-def test_certificate_links_404_when_wrong_or_expired(client, backend, outbox, clock):
+def test_certificate_links_404_when_wrong_or_expired(action_client, backend, outbox, clock):
     backend.otp.request("c1", "+6281234567002")
     backend.otp.verify("c1", outbox.last_code("+6281234567002"))
     _, _, token = backend.repo.create_certificate_link("c1", 1)
-    _, ok = client.get(f"/certificates/{token}.pdf")
+    _, ok = action_client.get(f"/certificates/{token}.pdf")
     assert ok.status == 200 and ok.headers["content-type"] == "application/pdf"
     assert ok.body.startswith(b"%PDF")
     for bad in (f"{token[:-1]}x.pdf", token, "nothing.pdf", "%27%20OR%201%3D1.pdf", "a" * 300 + ".pdf"):
-        _, reply = client.get(f"/certificates/{bad}")
+        _, reply = action_client.get(f"/certificates/{bad}")
         assert reply.status == 404 and b"PDF" not in reply.body
     clock.advance(backend.settings.certificate_link_ttl_seconds)
-    _, expired = client.get(f"/certificates/{token}.pdf")
+    _, expired = action_client.get(f"/certificates/{token}.pdf")
     assert expired.status == 404
 
 

@@ -21,10 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pypdf import PdfReader
-from sanic import Sanic
 
-from actions import backend as action_backend
-from actions.server import build_app
 from backend import Settings
 from backend.certificates import claims_of, holder_rows, qr_payload
 from backend.settings import verification_keys
@@ -351,50 +348,37 @@ def test_make_target_passes_the_text_as_typed(tmp_path):
 # --- the page ---------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def action_app():
-    Sanic.test_mode = True  # as in test_security.py: several apps named "actions" in one process
-    return build_app()
-
-
-@pytest.fixture
-def client(action_app, backend):
-    action_backend.set_backend(backend)
-    yield action_app.test_client
-    action_backend.set_backend(None)
-
-
-def test_page_shows_a_form(client):
-    _, page = client.get("/verifikasi")
+def test_page_shows_a_form(action_client):
+    _, page = action_client.get("/verifikasi")
     assert page.status == 200 and page.headers["content-type"].startswith("text/html")
     assert '<form method="post" action="/verifikasi">' in page.text and 'name="qr"' in page.text
     assert page.headers["cache-control"] == "no-store" and "default-src 'none'" in page.headers["content-security-policy"]
 
 
-def test_page_shows_the_holder_of_a_genuine_certificate(client, backend):
+def test_page_shows_the_holder_of_a_genuine_certificate(action_client, backend):
     payload = qr_payload(BUDI, backend.settings.certificate_signing_key)
-    _, page = client.post("/verifikasi", data={"qr": payload})
+    _, page = action_client.post("/verifikasi", data={"qr": payload})
     assert page.status == 200 and "<h2>Asli</h2>" in page.text
     for expected in ("Budi Santoso", "15 Januari 1990", "Booster (Dosis 3)", "Comirnaty (Pfizer)", "14 Februari 2022",
                      "SV-202202-000013"):
         assert expected in page.text, expected
     altered = payload[:-1] + ("0" if payload[-1] != "0" else "1")
-    _, page = client.post("/verifikasi", data={"qr": altered})
+    _, page = action_client.post("/verifikasi", data={"qr": altered})
     assert "<h2>Ditolak</h2>" in page.text and "Budi Santoso" not in page.text
-    _, page = client.post("/verifikasi", data={"qr": PAYLOAD})  # the test key is not this server's
+    _, page = action_client.post("/verifikasi", data={"qr": PAYLOAD})  # the test key is not this server's
     assert "<h2>Ditolak</h2>" in page.text and "tidak dikenal" in page.text
 
 
-def test_page_escapes_what_it_echoes(client, backend):
+def test_page_escapes_what_it_echoes(action_client, backend):
     hostile = '</textarea><script>alert(1)</script>"\'&'
-    _, page = client.post("/verifikasi", data={"qr": hostile})
+    _, page = action_client.post("/verifikasi", data={"qr": hostile})
     assert "<script>" not in page.text and "&lt;/textarea&gt;&lt;script&gt;" in page.text
     assert "<h2>Ditolak</h2>" in page.text
     # A claim that is itself markup is shown as text.
     payload = sign(replace(CLAIMS, full_name="<b>Budi</b>"), backend.settings.certificate_signing_key)
-    _, page = client.post("/verifikasi", data={"qr": payload})
+    _, page = action_client.post("/verifikasi", data={"qr": payload})
     assert "<h2>Asli</h2>" in page.text and "&lt;b&gt;Budi&lt;/b&gt;" in page.text and "<b>Budi</b>" not in page.text
-    _, page = client.post("/verifikasi", data={"qr": "  "})
+    _, page = action_client.post("/verifikasi", data={"qr": "  "})
     assert "Tempel teks kode QR terlebih dahulu" in page.text
 
 
