@@ -10,11 +10,16 @@ not fail on a pooled connection the restart broke: it is tried once more on a fr
 
 Lighter per message than Rasa's own, same rows and same order (profiled in docs/performance.md):
 - reading fetches only the events' JSON, not whole ORM objects;
+- on PostgreSQL each read and each save is one statement on a connection in autocommit mode,
+  sent as plain SQL: one round trip, where the ORM session's BEGIN, statement and COMMIT or
+  ROLLBACK took three, with the event loop waiting on each. A save is one multi-row INSERT,
+  atomic on its own;
 - commits of conversation events do not wait for the disk (synchronous_commit off for this
   store's connections only; TRACKER_SYNCHRONOUS_COMMIT=on restores it): a crash of PostgreSQL
   itself may lose the last fraction of a second of conversation, never corrupt it, and the
   records that matter (codes, changes of data, audit, tickets) are written by the backend with
   full durability;
+- events are written as JSON by orjson (rasa_server/speedups.py);
 - saving inserts the new events in one statement, not one INSERT ... RETURNING per event
   through the ORM's unit of work;
 - to find which events are new, Rasa's save() counts the stored events of the session again. A
@@ -34,13 +39,14 @@ import os
 from collections import OrderedDict
 from typing import Any
 
-import psycopg2.extras
 import sqlalchemy as sa
 import sqlalchemy.exc
 import sqlalchemy.orm
 from rasa.core.tracker_store import SQLTrackerStore, create_engine_kwargs
 from rasa.shared.core.trackers import DialogueStateTracker
 from rasa.shared.nlu.constants import INTENT_NAME_KEY
+
+from rasa_server.speedups import dumps
 
 
 class TrackerStoreUnavailable(BaseException):
@@ -58,8 +64,28 @@ class StrictSQLTrackerStore(SQLTrackerStore):
             kwargs["connect_args"]["options"] = f"{options} -csynchronous_commit=off".strip()
         self.engine = sa.create_engine(url, **kwargs)
         self.sessionmaker = sa.orm.session.sessionmaker(bind=self.engine)
+        self._plain_sql = url.get_backend_name() == "postgresql"
+        # Its own pool of connections that stay in autocommit mode: handing one back costs no
+        # reset of the isolation level.
+        self._autocommit = sa.create_engine(url, isolation_level="AUTOCOMMIT", **kwargs) if self._plain_sql else None
+        table = self.SQLEvent.__table__.name
+        self._sql_last_id = f"SELECT max(id) FROM {table} WHERE sender_id = %(sender_id)s"
+        self._sql_all_sessions = f"SELECT data FROM {table} WHERE sender_id = %(sender_id)s ORDER BY id"
+        # Rasa's _event_query: the events from the latest session start on, or all of them when
+        # the conversation has none.
+        self._sql_latest_session = (
+            f"SELECT e.data FROM {table} e, (SELECT max(timestamp) AS session_start FROM {table}"
+            f" WHERE sender_id = %(sender_id)s AND type_name = 'session_started') s"
+            f" WHERE e.sender_id = %(sender_id)s"
+            f" AND (e.timestamp >= s.session_start OR s.session_start IS NULL) ORDER BY e.id")
         self._recent: OrderedDict[str, tuple[DialogueStateTracker, int]] = OrderedDict()
         self._recent_size = int(os.environ.get("TRACKER_CACHE_SIZE", "512"))
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+        if self._autocommit is not None:
+            self._autocommit.dispose()
 
     def _take_recent(self, sender_id: str) -> DialogueStateTracker | None:
         """The tracker this process saved last for that conversation, if no event was stored
@@ -70,9 +96,13 @@ class StrictSQLTrackerStore(SQLTrackerStore):
         if entry is None:
             return None
         tracker, last_id = entry
-        with self.session_scope() as session:
-            current = session.query(sa.func.max(self.SQLEvent.id)).filter(
-                self.SQLEvent.sender_id == sender_id).scalar()
+        if self._plain_sql:
+            with self._autocommit.connect() as connection:
+                current = connection.exec_driver_sql(self._sql_last_id, {"sender_id": sender_id}).scalar()
+        else:
+            with self.session_scope() as session:
+                current = session.query(sa.func.max(self.SQLEvent.id)).filter(
+                    self.SQLEvent.sender_id == sender_id).scalar()
         if current != last_id:
             return None
         tracker._events_in_store = len(tracker.events)
@@ -89,9 +119,15 @@ class StrictSQLTrackerStore(SQLTrackerStore):
             recent = self._take_recent(sender_id)
             if recent is not None:
                 return recent
-        with self.session_scope() as session:
-            query = self._event_query(session, sender_id, fetch_events_from_all_sessions)
-            events = [json.loads(data) for (data,) in query.with_entities(self.SQLEvent.data)]
+        if self._plain_sql:
+            sql = self._sql_all_sessions if fetch_events_from_all_sessions else self._sql_latest_session
+            with self._autocommit.connect() as connection:
+                rows = connection.exec_driver_sql(sql, {"sender_id": sender_id}).fetchall()
+        else:
+            with self.session_scope() as session:
+                query = self._event_query(session, sender_id, fetch_events_from_all_sessions)
+                rows = query.with_entities(self.SQLEvent.data).all()
+        events = [json.loads(data) for (data,) in rows]
         if not (self.domain and events):
             return None
         tracker = DialogueStateTracker.from_dict(sender_id, events, self.domain.slots)
@@ -108,23 +144,25 @@ class StrictSQLTrackerStore(SQLTrackerStore):
     async def _save(self, tracker) -> None:
         """Rasa's SQLTrackerStore.save with one multi-row INSERT instead of ORM objects."""
         await self.stream_events(tracker)
-        with self.session_scope() as session:
-            rows = []
-            for event in self._additional_events(session, tracker):
-                data = event.as_dict()
-                rows.append({
-                    "sender_id": tracker.sender_id,
-                    "type_name": event.type_name,
-                    "timestamp": data.get("timestamp"),
-                    "intent_name": data.get("parse_data", {}).get("intent", {}).get(INTENT_NAME_KEY),
-                    "action_name": data.get("name"),
-                    "data": json.dumps(data),
-                })
-            if not rows:
-                session.commit()
-                return
-            ids = self._insert(session, rows)
-            session.commit()
+        if "_events_in_store" in tracker.__dict__:  # read by this store: no count needed
+            new = list(self._additional_events(None, tracker))
+        else:
+            with self.session_scope() as session:
+                new = list(self._additional_events(session, tracker))
+        rows = []
+        for event in new:
+            data = event.as_dict()
+            rows.append({
+                "sender_id": tracker.sender_id,
+                "type_name": event.type_name,
+                "timestamp": data.get("timestamp"),
+                "intent_name": data.get("parse_data", {}).get("intent", {}).get(INTENT_NAME_KEY),
+                "action_name": data.get("name"),
+                "data": dumps(data),
+            })
+        if not rows:
+            return
+        ids = self._insert(rows)
         # Kept for the next message unless a new session began in this turn (a tracker read back
         # would then hold only the new session's events).
         if (self._recent_size > 0 and tracker.events.maxlen is None
@@ -146,19 +184,23 @@ class StrictSQLTrackerStore(SQLTrackerStore):
         except sqlalchemy.exc.DBAPIError as exc:
             raise TrackerStoreUnavailable(type(exc).__name__) from exc
 
-    def _insert(self, session, rows: list[dict]) -> list[int]:
-        """The rows in one INSERT; their ids. On PostgreSQL straight through psycopg2: SQLAlchemy
-        compiles a multi-row INSERT anew for every number of rows, which cost more than the
-        insert itself."""
-        table = self.SQLEvent.__table__
-        if self.engine.dialect.name != "postgresql":
-            return session.execute(table.insert().values(rows).returning(table.c.id)).scalars().all()
+    def _insert(self, rows: list[dict]) -> list[int]:
+        """The rows in one INSERT, committed; their ids. On PostgreSQL as plain SQL in autocommit
+        mode: SQLAlchemy compiles a multi-row INSERT anew for every number of rows, which cost
+        more than the insert itself."""
         columns = list(rows[0])
-        with session.connection().connection.cursor() as cur:
-            found = psycopg2.extras.execute_values(
-                cur, f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES %s RETURNING id",
-                [tuple(row[c] for c in columns) for row in rows], fetch=True)
-        return [row[0] for row in found]
+        if not self._plain_sql:
+            table = self.SQLEvent.__table__
+            with self.session_scope() as session:
+                ids = session.execute(table.insert().values(rows).returning(table.c.id)).scalars().all()
+                session.commit()
+            return ids
+        one_row = "(" + ", ".join(["%s"] * len(columns)) + ")"
+        sql = (f"INSERT INTO {self.SQLEvent.__table__.name} ({', '.join(columns)}) VALUES "
+               + ", ".join([one_row] * len(rows)) + " RETURNING id")
+        values = tuple(row[c] for row in rows for c in columns)
+        with self._autocommit.connect() as connection:
+            return list(connection.exec_driver_sql(sql, values).scalars())
 
     async def retrieve(self, sender_id):
         return await self._once_more_after_disconnect(super().retrieve, sender_id)

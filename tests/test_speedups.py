@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import os
 import time
+import types
 
 import pytest
 import sqlalchemy as sa
 from jsonschema import ValidationError
 from rasa.core.actions.action import RemoteAction
 from rasa.core.channels import UserMessage
+from rasa.core import run as rasa_run
 from rasa.core.processor import MessageProcessor
 from rasa.shared.core import events
 from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import ActionExecuted, BotUttered, SessionStarted, SlotSet, UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
 from rasa.shared.utils.common import all_subclasses
+from rasa.utils.endpoints import ClientResponseError, EndpointConfig
 
 from rasa_server import speedups
 from tools.stack import ROOT, tracker_env
@@ -25,6 +29,8 @@ from tools.stack import ROOT, tracker_env
 ORIGINAL_VALIDATE = RemoteAction._validate_action_result
 ORIGINAL_RESOLVE = events.Event.resolve_by_type
 ORIGINAL_PARSE = MessageProcessor._parse_message_with_graph
+ORIGINAL_REQUEST = EndpointConfig.request
+ORIGINAL_CLOSE = rasa_run.close_resources
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +40,8 @@ def installed():
     RemoteAction._validate_action_result = ORIGINAL_VALIDATE
     events.Event.resolve_by_type = staticmethod(ORIGINAL_RESOLVE)
     MessageProcessor._parse_message_with_graph = ORIGINAL_PARSE
+    EndpointConfig.request = ORIGINAL_REQUEST
+    rasa_run.close_resources = ORIGINAL_CLOSE
     speedups._installed = False
 
 
@@ -65,6 +73,64 @@ def test_invalid_action_replies_fail_as_before(installed, reply):
     with pytest.raises(ValidationError) as after:
         action._validate_action_result(copy.deepcopy(reply))
     assert after.value.message == before.value.message
+
+
+SAMPLE_EVENTS = [
+    UserUttered("halo", {"name": "greet", "confidence": 0.9},
+                [{"entity": "nik", "value": "x", "start": 0, "end": 1}],
+                parse_data={"intent": {"name": "greet", "confidence": 0.9}, "entities": [],
+                            "intent_ranking": [{"name": "greet", "confidence": 0.9}], "text": "halo"}),
+    BotUttered("hai", {"buttons": [{"title": "Ya", "payload": "/affirm"}]}),
+    ActionExecuted("action_listen"),
+    SlotSet("persons", [{"id": 1, "name": "Budi"}]),
+    SlotSet("otp_code", None),
+    SessionStarted(),
+    events.ActiveLoop("verify_form"),
+    events.ActiveLoop(None),
+    events.FollowupAction("action_x"),
+    events.Restarted(),
+    events.AllSlotsReset(),
+    events.ActionExecutionRejected("action_x"),
+    events.LoopInterrupted(True),
+    events.ReminderScheduled("EXTERNAL_x", __import__("datetime").datetime(2026, 1, 1)),
+    events.ReminderCancelled(name="r"),
+    events.ConversationPaused(),
+    events.ConversationResumed(),
+    events.EntitiesAdded([{"entity": "dose", "value": "2"}]),
+]
+
+
+def _mutations(event: dict):
+    """Each event as Rasa writes it, then spoiled in ways the schema catches (or lets by)."""
+    yield event
+    for key, value in event.items():
+        if key == "event":
+            yield {**event, "event": "no_such_event"}
+            yield {**event, "event": 7}
+            continue
+        for wrong in (7, "x", None, [], {"a": 1}, True):
+            yield {**event, key: wrong}
+        yield {k: v for k, v in event.items() if k != key}
+    yield {**event, "extra": {"nested": [1]}}
+
+
+def test_event_checks_give_rasas_verdict_on_every_kind_of_event(installed):
+    action = RemoteAction("action_x", None)
+    verdicts = {True: 0, False: 0}
+    for sample in SAMPLE_EVENTS:
+        for event in _mutations(sample.as_dict()):
+            for reply in ({"events": [event]}, {"events": [SlotSet("a", 1).as_dict(), event]}):
+                try:
+                    expected = ORIGINAL_VALIDATE(action, copy.deepcopy(reply))
+                except ValidationError:
+                    expected = False
+                try:
+                    got = action._validate_action_result(copy.deepcopy(reply))
+                except ValidationError:
+                    got = False
+                assert got == expected, reply
+                verdicts[expected] += 1
+    assert verdicts[True] > 100 and verdicts[False] > 100  # both verdicts well exercised
 
 
 def test_every_event_type_resolves_to_the_same_class(installed):
@@ -110,12 +176,20 @@ def test_parse_cache_reuses_results_for_plain_texts_as_copies(parse_cache):
 
 
 @pytest.mark.parametrize("text", ["081234567001", "kode saya 123456", "ganti email ke a@b.id",
-                                  "nik 3171014501900001", "x" * 81, ""])
+                                  "nik 3171014501900001", "lahir 15/01/90", "12", "PL-2026-000123",
+                                  "x" * 81, ""])
 def test_parse_cache_never_keeps_personal_data(parse_cache, text):
     processor = CountingProcessor()
     parse_cache(processor, UserMessage(text), None)
     parse_cache(processor, UserMessage(text), None)
     assert processor.parses == [text, text]
+
+
+def test_parse_cache_keeps_menu_numbers_and_doses(parse_cache):
+    processor = CountingProcessor()
+    for text in ["2", "dosis 3", "2", "dosis 3"]:
+        parse_cache(processor, UserMessage(text), None)
+    assert processor.parses == ["2", "dosis 3"]
 
 
 def test_parse_cache_is_bounded(parse_cache):
@@ -132,7 +206,7 @@ def test_parse_cache_is_bounded(parse_cache):
 def store(database_url):
     store = make_store(database_url)
     yield store
-    store.engine.dispose()
+    store.dispose()
 
 
 def stored(store, sender):
@@ -186,18 +260,25 @@ def test_tracker_store_survives_connections_broken_by_a_restart(store, database_
     tracker = DialogueStateTracker(sender, store.domain.slots)
     tracker.update(UserUttered("halo", {"name": "greet", "confidence": 1.0}))
     run(store.save(tracker))
-    with store.engine.connect() as connection:  # the one connection the pool holds
-        pid = connection.execute(sa.text("SELECT pg_backend_pid()")).scalar()
+    pids = []
+    for engine in (store.engine, store._autocommit):  # the one connection each pool holds
+        with engine.connect() as connection:
+            pids.append(connection.execute(sa.text("SELECT pg_backend_pid()")).scalar())
     admin = psycopg2.connect(database_url)
     admin.autocommit = True
     with admin.cursor() as cur:
-        cur.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        for pid in pids:
+            cur.execute("SELECT pg_terminate_backend(%s)", (pid,))
     admin.close()
 
-    tracker = run(store.retrieve(sender))
+    tracker = run(store.retrieve(sender))  # plain SQL: its pool's connection was killed
     tracker.update(ActionExecuted("utter_greet"))
     run(store.save(tracker))
+    newcomer = DialogueStateTracker(sender + "-2", store.domain.slots)
+    newcomer.update(UserUttered("halo", {"name": "greet", "confidence": 1.0}))
+    run(store.save(newcomer))  # counted through the ORM: that pool's connection was killed too
     assert [row[0] for row in stored(store, sender)] == ["user", "action"]
+    assert [row[0] for row in stored(store, sender + "-2")] == ["user"]
 
 
 def test_tracker_store_commits_without_waiting_for_the_disk_unless_told(store, database_url, monkeypatch):
@@ -210,7 +291,7 @@ def test_tracker_store_commits_without_waiting_for_the_disk_unless_told(store, d
     monkeypatch.setenv("TRACKER_SYNCHRONOUS_COMMIT", "on")
     durable = make_store(database_url)
     assert setting(durable.engine)[1] != "client"  # the server's setting (tests: the database's)
-    durable.engine.dispose()
+    durable.dispose()
 
 
 def make_store(database_url):
@@ -254,7 +335,7 @@ def test_recent_tracker_is_reused_only_while_nobody_wrote_since(store, database_
     assert latest is not again and latest.get_slot("phone_number") == "+6281234567002"
     assert [row[0] for row in stored(store, sender)] == [
         "action", "session_started", "user", "slot", "action", "slot"]
-    fresh.engine.dispose()
+    fresh.dispose()
 
 
 def test_recent_trackers_can_be_turned_off(database_url, monkeypatch):
@@ -265,7 +346,7 @@ def test_recent_trackers_can_be_turned_off(database_url, monkeypatch):
     tracker.update(UserUttered("halo", {"name": "greet", "confidence": 1.0}))
     run(store.save(tracker))
     assert run(store.retrieve("speedups-nocache")) is not tracker
-    store.engine.dispose()
+    store.dispose()
 
 
 PARSE_SCRIPT = """
@@ -317,3 +398,63 @@ def test_models_built_eagerly_predict_exactly_as_rasa_builds_them():
     assert answered["halo kak"] is None and answered["kode 123456"] is None
     faqs = [row for row in results["rasa"] if row[0] == "faq"]
     assert faqs and all(row[3].startswith("faq/") for row in faqs)
+
+
+# --- calls to the action server -----------------------------------------------------------------
+
+
+def test_json_written_for_rasa_reads_back_as_json_dumps_would():
+    value = {"sender_id": "x", "tracker": {"events": [
+        {"event": "bot", "text": "Sertifikat · ✓ siap", "confidence": 0.1 + 0.2, "data": {1: "a", True: None}},
+        {"event": "slot", "name": "big", "value": 2**70}]}, "nan_free": [1.5e-7, -0.0, 10**18]}
+    written = speedups.dumps(value)
+    assert json.loads(written) == json.loads(json.dumps(value))
+
+
+def test_calls_to_an_endpoint_reuse_one_connection_and_keep_rasas_behaviour(installed):
+    from aiohttp import web
+
+    seen = []
+
+    async def webhook(request):
+        seen.append((request.transport.get_extra_info("peername")[1], request.headers.get("Authorization"),
+                     request.query.get("token"), await request.json()))
+        return web.json_response({"events": [], "responses": [{"text": "ok"}]})
+
+    async def broken(request):
+        return web.Response(status=500, text="boom")
+
+    async def plain(request):
+        return web.Response(text="not json")
+
+    async def scenario():
+        app = web.Application()
+        app.router.add_post("/webhook", webhook)
+        app.router.add_post("/broken", broken)
+        app.router.add_post("/plain", plain)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        endpoint = EndpointConfig(f"http://127.0.0.1:{port}", headers={"Authorization": "Bearer t"}, token="q")
+        try:
+            body = {"next_action": "action_x", "tracker": {"events": [{"event": "user", "text": "halo ✓"}]}}
+            first = await endpoint.request(json=body, method="post", subpath="webhook")
+            second = await endpoint.request(json=body, method="post", subpath="webhook")
+            assert first == second == {"events": [], "responses": [{"text": "ok"}]}
+            with pytest.raises(ClientResponseError) as error:
+                await endpoint.request(json=body, subpath="broken")
+            assert error.value.status == 500
+            assert await endpoint.request(json=body, subpath="plain") is None
+            app = types.SimpleNamespace(ctx=types.SimpleNamespace(agent=None))  # a Sanic app without agent
+            await rasa_run.close_resources(app, asyncio.get_running_loop())
+            assert await endpoint.request(json=body, subpath="webhook") == first  # a new session
+        finally:
+            await runner.cleanup()
+        return body
+
+    body = asyncio.run(scenario())
+    assert len(seen) == 3
+    assert seen[0][0] == seen[1][0] != seen[2][0]  # one kept connection, closed with the server
+    assert seen[0][1:] == ("Bearer t", "q", body)
