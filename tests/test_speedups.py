@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import logging
 import os
 import time
 import types
@@ -15,7 +16,9 @@ from jsonschema import ValidationError
 from rasa.core.actions.action import RemoteAction
 from rasa.core.channels import UserMessage
 from rasa.core import run as rasa_run
+from rasa.core.policies.rule_policy import RulePolicy
 from rasa.core.processor import MessageProcessor
+from rasa.engine.runner.dask import DaskGraphRunner
 from rasa.shared.core import events
 from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import ActionExecuted, BotUttered, SessionStarted, SlotSet, UserUttered
@@ -31,6 +34,8 @@ ORIGINAL_RESOLVE = events.Event.resolve_by_type
 ORIGINAL_PARSE = MessageProcessor._parse_message_with_graph
 ORIGINAL_REQUEST = EndpointConfig.request
 ORIGINAL_CLOSE = rasa_run.close_resources
+ORIGINAL_RUN = DaskGraphRunner.run
+ORIGINAL_FORMAT = RulePolicy.format_tracker_states  # Policy's, which RulePolicy inherits
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +47,9 @@ def installed():
     MessageProcessor._parse_message_with_graph = ORIGINAL_PARSE
     EndpointConfig.request = ORIGINAL_REQUEST
     rasa_run.close_resources = ORIGINAL_CLOSE
+    DaskGraphRunner.run = ORIGINAL_RUN
+    if "format_tracker_states" in RulePolicy.__dict__:
+        del RulePolicy.format_tracker_states
     speedups._installed = False
 
 
@@ -458,3 +466,56 @@ def test_calls_to_an_endpoint_reuse_one_connection_and_keep_rasas_behaviour(inst
     assert len(seen) == 3
     assert seen[0][0] == seen[1][0] != seen[2][0]  # one kept connection, closed with the server
     assert seen[0][1:] == ("Bearer t", "q", body)
+
+
+# --- the graph runner ----------------------------------------------------------------------------
+
+
+GRAPH_TEXTS = ["halo", "cek status vaksin saya", "081234567001", "123456", "2", "download sertifikat",
+               "mau ganti email", "warga@example.com", "ya", "selesai", "apa itu booster?", "asdfgh"]
+
+
+def test_graphs_run_in_order_give_what_dask_gave(installed):
+    """The model's NLU and dialogue graphs, run directly and through dask: the same parse of
+    every message and the same prediction after each of them, turn by turn."""
+    import dask
+    from rasa.core.agent import Agent
+
+    agent = Agent.load(str(ROOT / "models" / "current.tar.gz"))
+    processor = agent.processor
+
+    async def conversation(run):
+        DaskGraphRunner.run = run
+        tracker = DialogueStateTracker("graph-runner", agent.domain.slots)
+        tracker.update_with_events([ActionExecuted("action_session_start"), SessionStarted(),
+                                    ActionExecuted("action_listen")], agent.domain)
+        seen = []
+        for text in GRAPH_TEXTS:
+            parsed = await processor.parse_message(UserMessage(text))
+            tracker.update(UserUttered(text, parsed["intent"], parsed["entities"], parsed))
+            prediction = processor._predict_next_with_tracker(tracker)
+            seen.append((parsed, prediction.max_confidence_index, prediction.policy_name,
+                         prediction.probabilities,
+                         [{k: v for k, v in e.as_dict().items() if k != "timestamp"} for e in prediction.events]))
+            tracker.update(ActionExecuted(agent.domain.action_names_or_texts[prediction.max_confidence_index]))
+            tracker.update(ActionExecuted("action_listen"))
+        return seen
+
+    patched, cached_parse, dask_get = DaskGraphRunner.run, MessageProcessor._parse_message_with_graph, dask.get
+    MessageProcessor._parse_message_with_graph = ORIGINAL_PARSE  # every message through the graph
+    try:
+        through_dask = asyncio.run(conversation(ORIGINAL_RUN))
+        dask.get = None  # not called when run in order
+        in_order = asyncio.run(conversation(patched))
+    finally:
+        DaskGraphRunner.run, MessageProcessor._parse_message_with_graph, dask.get = patched, cached_parse, dask_get
+    assert in_order == through_dask
+    assert len({turn[1] for turn in in_order}) > 3  # several different actions were predicted
+
+
+def test_rule_states_are_formatted_for_debug_logs_only(installed, caplog):
+    states = [{"user": {"intent": "greet"}, "prev_action": {"action_name": "action_listen"}}]
+    assert RulePolicy.format_tracker_states(states) == ""
+    with caplog.at_level(logging.DEBUG, logger="rasa.core.policies.rule_policy"):
+        assert RulePolicy.format_tracker_states(states) == ORIGINAL_FORMAT(states)
+        assert "user intent: greet" in RulePolicy.format_tracker_states(states)
