@@ -40,7 +40,7 @@ class MenuAction(Action, ABC):
         except (NotVerified, PersonNotChosen):
             # The form only ends after verification, so the session expired in between.
             dispatcher.utter_message(response="utter_session_expired")
-        return reset_flow_events()
+        return reset_flow_events(tracker)
 
 
 class ActionSendCertificate(MenuAction):
@@ -143,7 +143,7 @@ class ActionCancel(Action):
         return "action_cancel"
 
     async def run(self, dispatcher, tracker: Tracker, domain):
-        return [ActiveLoop(None), SlotSet(REQUESTED_SLOT, None)] + reset_flow_events()
+        return [ActiveLoop(None), SlotSet(REQUESTED_SLOT, None)] + reset_flow_events(tracker)
 
 
 class ActionEndSession(Action):
@@ -157,7 +157,7 @@ class ActionEndSession(Action):
             await call(get_backend().repo.end_session, tracker.sender_id)
         except DatabaseUnavailable:
             pass  # it expires by itself; the goodbye should still be said
-        return [ActiveLoop(None), SlotSet(REQUESTED_SLOT, None)] + reset_flow_events()
+        return [ActiveLoop(None), SlotSet(REQUESTED_SLOT, None)] + reset_flow_events(tracker)
 
 
 class ActionResendOtp(Action):

@@ -148,10 +148,10 @@ class ActionOpenTicket(Action):
                 return []  # answers kept: asking again completes it
             except (NotVerified, PersonNotChosen):
                 dispatcher.utter_message(response="utter_session_expired")
-                return reset_flow_events()
+                return reset_flow_events(tracker)
             dispatcher.utter_message(response="utter_ticket_opened", reference=ticket.reference,
                                      label=ticket.label, days=EXPECTED_DAYS[category])
-        return reset_flow_events()
+        return reset_flow_events(tracker)
 
 
 class ValidateTicketForm(VerifiedFormValidation):
@@ -184,11 +184,11 @@ class ActionShowTickets(Action):
             return []
         except (NotVerified, PersonNotChosen):
             dispatcher.utter_message(response="utter_session_expired")
-            return reset_flow_events()
+            return reset_flow_events(tracker)
         if not found:
             dispatcher.utter_message(response="utter_ticket_not_found" if reference else "utter_no_tickets",
                                      reference=reference or "")
-            return reset_flow_events()
+            return reset_flow_events(tracker)
         lines = []
         for t in found:
             lines.append(f"• *{t.reference}* - {t.label} - {STATUS_LABELS.get(t.status, t.status)}"
@@ -196,7 +196,7 @@ class ActionShowTickets(Action):
             if t.last_note:
                 lines.append(f"  Catatan petugas: {t.last_note}")
         dispatcher.utter_message(response="utter_tickets", tickets="\n".join(lines))
-        return reset_flow_events()
+        return reset_flow_events(tracker)
 
 
 class ActionHandoff(Action):
@@ -227,4 +227,4 @@ class ActionHandoff(Action):
             when = f"{hari(opens.date())} {tanggal(opens.date())} pukul {opens:%H.%M} WIB"
             dispatcher.utter_message(response="utter_handoff_outside_hours", reference=ticket.reference,
                                      hours=settings.officer_hours.replace(":", "."), when=when)
-        return [ActiveLoop(None), SlotSet(REQUESTED_SLOT, None)] + reset_flow_events()
+        return [ActiveLoop(None), SlotSet(REQUESTED_SLOT, None)] + reset_flow_events(tracker)

@@ -55,8 +55,14 @@ def whatsapp_number(tracker: Tracker) -> str | None:
     return "+" + wa_id if wa_id.isdigit() else None
 
 
-def reset_flow_events() -> list[SlotSet]:
-    return [SlotSet(name, None) for name in FLOW_SLOTS] + [SlotSet("form_errors", 0)]
+def reset_flow_events(tracker: Tracker | None = None) -> list[SlotSet]:
+    """The events that clear a menu's slots. Given the tracker, only for the slots that are not
+    clear already: a finished menu wrote 13 slot events of which most changed nothing, and each
+    was stored, sent back and forth and replayed at every later prediction. Without it (in a
+    validation action, whose tracker holds values Rasa may not have) every slot is cleared."""
+    cleared = {name: None for name in FLOW_SLOTS} | {"form_errors": 0}
+    return [SlotSet(name, value) for name, value in cleared.items()
+            if tracker is None or tracker.get_slot(name) != value]
 
 
 def asks_for_resend(tracker: Tracker, text: str) -> bool:
