@@ -10,7 +10,8 @@ Our citizens go through real flows over the REST channel: greeting, status with 
 from the outbox, download of a certificate (and the PDF behind the link), change of e-mail.
 Stock Rasa is `rasa init`'s assistant, trained in var/bench/stock with this project's Rasa,
 driven with its own greet / mood / goodbye turns. Rounds alternate between the two so machine
-noise hits both alike. Prints a table and writes results/bench.json and results/bench.png.
+noise hits both alike. Prints a table (with the CPU time the Rasa process spent per turn) and
+writes results/bench.json and results/bench.png.
 The stack it starts raises the OTP send limits (load tests may; nothing else changes).
 """
 
@@ -77,6 +78,8 @@ class Sample:
     errors: int = 0
     flows: int = 0
     pdf_ms: list[float] = field(default_factory=list)
+    rasa_cpu_s: float = 0.0  # CPU time of the Rasa process(es) serving the round
+    elapsed: float = 0.0
 
 
 class Client:
@@ -188,10 +191,25 @@ def summarise(samples: list[Sample]) -> dict:
         "errors": sum(s.errors for s in samples),
         "flows_completed": sum(s.flows for s in samples),
         "pdf_download_p50_ms": round(statistics.median(pdf), 1) if pdf else None,
+        "rasa_cpu_ms_per_turn": round(sum(s.rasa_cpu_s for s in samples) * 1000 / len(latencies), 1) if latencies else None,
     }
 
 
 # --- processes -----------------------------------------------------------------------------------
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes and their children (Sanic workers)."""
+    total = 0.0
+    for pid in pids:
+        process = psutil.Process(pid)
+        for p in [process] + process.children(recursive=True):
+            try:
+                times = p.cpu_times()
+                total += times.user + times.system
+            except psutil.Error:
+                pass
+    return total
 
 
 def rss_mb(pid: int) -> float:
@@ -356,6 +374,7 @@ def main() -> int:
             started_by_us.append(stock)
             targets["stock"] = "http://127.0.0.1:5006/webhooks/rest/webhook"
             pids = {"ours": ours_pid, "stock": stock.pid}
+            serving = {"ours": [ours_pid], "stock": [stock.pid]}
         else:
             # Two Rasa processes and two action servers sharing PostgreSQL and a Redis lock store,
             # against one of them alone (same lock store), through the same client.
@@ -368,6 +387,7 @@ def main() -> int:
             targets["one_process"] = "http://127.0.0.1:5105/webhooks/rest/webhook"
             targets["two_processes"] = "http://127.0.0.1:5200/webhooks/rest/webhook"
             pids = {"process_a": rasa_pid(stacks[0]), "process_b": rasa_pid(stacks[1])}
+            serving = {"one_process": [pids["process_a"]], "two_processes": list(pids.values())}
 
         phones: asyncio.Queue = asyncio.Queue()
         for i in range(1, BENCH_ACCOUNTS + 1):
@@ -387,7 +407,9 @@ def main() -> int:
                     for name, target in targets.items():
                         kind = "stock" if name == "stock" else "ours"
                         log(f"{name}: {n} user(s), round {r + 1}/{args.rounds}, {args.duration:.0f} s")
+                        cpu_before = cpu_seconds(serving[name])
                         sample = await drive(target, n, args.duration, kind, outbox, phones)
+                        sample.rasa_cpu_s = cpu_seconds(serving[name]) - cpu_before
                         results[name][n].append(sample)
             stop.set()
             if proxy:
@@ -456,11 +478,12 @@ def pdf_build_times() -> dict:
 
 def print_table(report: dict, names: list[str]) -> None:
     print()
-    print(f"{'':16}{'users':>6}{'turns/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'errors':>8}{'flows':>7}")
+    print(f"{'':16}{'users':>6}{'turns/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'errors':>8}{'flows':>7}"
+          f"{'Rasa CPU ms/turn':>18}")
     for name in names:
         for n, row in report["load"][name].items():
             print(f"{name:16}{n:>6}{row['turns_per_s']:>10}{row['p50_ms']:>9}{row['p95_ms']:>9}"
-                  f"{row['p99_ms']:>9}{row['errors']:>8}{row['flows_completed']:>7}")
+                  f"{row['p99_ms']:>9}{row['errors']:>8}{row['flows_completed']:>7}{row['rasa_cpu_ms_per_turn']:>18}")
     print(f"\nthroughput ratio {names[0]} / {names[1]}: {report['ratio']}")
     print(f"resident memory (MB): {report['rss_mb']}")
     print(f"start to first answer / training: {report['startup']}")
