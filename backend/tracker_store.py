@@ -23,9 +23,10 @@ Lighter per message than Rasa's own, same rows and same order (profiled in docs/
 - saving inserts the new events in one statement, not one INSERT ... RETURNING per event
   through the ORM's unit of work;
 - to find which events are new, Rasa's save() counts the stored events of the session again. A
-  tracker read from this store knows that number already (how many events it was built from),
-  so save() uses it; a tracker that did not come from retrieve() is counted the usual way. The
-  number is dropped after one save, so a tracker saved twice is counted again;
+  tracker read or saved by this store knows how many of its events are stored (those it was
+  built from, or all it held when saved), so save() takes the events after those; a tracker
+  this store has not seen (Rasa's new conversations start as one) is counted the usual way, and
+  so is one whose save failed;
 - the tracker saved last for a conversation stays in memory (TRACKER_CACHE_SIZE conversations,
   512 by default, 0 for none): the next message of that conversation reuses it when no event
   was stored since, by this process or another, which one indexed query tells.
@@ -161,13 +162,21 @@ class StrictSQLTrackerStore(SQLTrackerStore):
                 "data": dumps(data),
             })
         if not rows:
+            self._stored(tracker)
             return
         ids = self._insert(rows)
+        self._stored(tracker)
         # Kept for the next message unless a new session began in this turn (a tracker read back
         # would then hold only the new session's events).
         if (self._recent_size > 0 and tracker.events.maxlen is None
                 and not any(row["type_name"] == "session_started" for row in rows)):
             self._keep_recent(tracker, max(ids))
+
+    @staticmethod
+    def _stored(tracker: DialogueStateTracker) -> None:
+        """Every event of this tracker is in the database: the next save() takes those after."""
+        if tracker.events.maxlen is None:
+            tracker._events_in_store = len(tracker.events)
 
     async def _once_more_after_disconnect(self, operation, *args):
         """A connection broken by a database restart fails its first statement: SQLAlchemy then

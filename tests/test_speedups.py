@@ -258,6 +258,34 @@ def test_tracker_store_keeps_every_event_once_in_order(store):
     assert run(store.retrieve("speedups-nobody")) is None
 
 
+def test_a_new_conversation_is_counted_once_and_stored_once(store, monkeypatch):
+    """Rasa saves a new conversation's tracker three times in its first turn: empty, after the
+    session start, at the end. Only the first save counts stored events in the database."""
+    from rasa.core.tracker_store import SQLTrackerStore
+
+    counted = []
+    rasa_count = SQLTrackerStore._additional_events
+    monkeypatch.setattr(SQLTrackerStore, "_additional_events",
+                        lambda self, session, tracker: counted.append(1) or rasa_count(self, session, tracker))
+    run = asyncio.run
+    sender, t = "speedups-new", time.time()
+    tracker = run(store.get_or_create_tracker(sender, append_action_listen=False))
+    tracker.update(ActionExecuted("action_session_start", timestamp=t))
+    tracker.update(SessionStarted(timestamp=t))
+    tracker.update(ActionExecuted("action_listen", timestamp=t + 1))
+    run(store.save(tracker))
+    tracker.update(UserUttered("halo", {"name": "greet", "confidence": 1.0}, timestamp=t + 2))
+    tracker.update(BotUttered("Halo!", timestamp=t + 3))
+    tracker.update(ActionExecuted("action_listen", timestamp=t + 4))
+    run(store.save(tracker))
+    run(store.save(tracker))  # nothing new: nothing written
+    assert len(counted) == 1
+    assert [row[0] for row in stored(store, sender)] == [
+        "action", "session_started", "action", "user", "bot", "action"]
+    assert [e.type_name for e in run(store.retrieve(sender)).events] == [
+        "action", "session_started", "action", "user", "bot", "action"]
+
+
 def test_tracker_store_survives_connections_broken_by_a_restart(store, database_url):
     """Pooled connections killed (as a database restart does): the next read and save go
     through on fresh connections, without an apology to the citizen."""
