@@ -75,7 +75,7 @@ test: install $(MODEL) validate
 
 # The test stories against the trained model: every flow and its error branches.
 test-core: install $(MODEL)
-	$(RASA) test core --model $(MODEL) --stories tests/test_stories.yml \
+	$(PY) -m rasa_server test core --model $(MODEL) --stories tests/test_stories.yml \
 		--fail-on-prediction-errors --out results/core
 
 # The NLU measured (docs/nlu.md): the held-out file tests/nlu/test_nlu.yml against the trained

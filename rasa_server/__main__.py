@@ -1,7 +1,8 @@
 """`python -m rasa_server run ...` is `rasa run ...` with the speed-ups of speedups.py.
 
-Every process that serves citizens starts this way (tools/stack.py, deploy/); `rasa train` and
-`rasa test` need none of it and stay plain `rasa`.
+Every process that serves citizens starts this way (tools/stack.py, deploy/), and so do the
+test stories (`make test-core`), so that they check the Rasa that answers citizens. `rasa train`
+needs none of it and stays plain `rasa`.
 """
 
 import sys

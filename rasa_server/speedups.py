@@ -39,6 +39,7 @@ def install() -> None:
     _keep_connections_open()
     _run_graphs_in_order()
     _format_rule_states_only_for_debug_logs()
+    _rule_states_once_per_prediction()
     size = int(os.environ.get("NLU_CACHE_SIZE", "4096"))
     if size > 0:
         _cache_parses(size)
@@ -241,6 +242,45 @@ def _format_rule_states_only_for_debug_logs() -> None:
         return original(states) if debug_log.isEnabledFor(logging.DEBUG) else ""
 
     rule_policy.RulePolicy.format_tracker_states = staticmethod(format_tracker_states)
+
+
+def _rule_states_once_per_prediction() -> None:
+    """To predict after a user message, the RulePolicy turns the whole conversation into
+    states twice: once to look for a rule on the message's text, once on its intent. The two
+    differ only in what is then removed from the last state. Within one prediction, compute the
+    states once and give each caller its own copy (states are dicts of dicts of immutable
+    values; the callers delete keys at the second level, so a copy of two levels is theirs)."""
+    import contextvars
+
+    from rasa.core.featurizers.tracker_featurizers import TrackerFeaturizer
+    from rasa.core.policies.rule_policy import RulePolicy
+
+    memo: contextvars.ContextVar[Optional[dict]] = contextvars.ContextVar("rule_states", default=None)
+    create_states = TrackerFeaturizer._create_states
+    predict = RulePolicy._predict
+
+    def _create_states(tracker, domain, omit_unset_slots=False, ignore_rule_only_turns=False,
+                       rule_only_data=None):
+        found = memo.get()
+        if found is None:
+            return create_states(tracker, domain, omit_unset_slots, ignore_rule_only_turns, rule_only_data)
+        # The tracker and domain live through the prediction, so their ids stay theirs; the rule
+        # data is built anew by each caller: keyed by its content (lists of names).
+        rule_only = tuple((k, tuple(v)) for k, v in sorted(rule_only_data.items())) if rule_only_data else None
+        key = (id(tracker), len(tracker.events), id(domain), omit_unset_slots, ignore_rule_only_turns, rule_only)
+        if key not in found:
+            found[key] = create_states(tracker, domain, omit_unset_slots, ignore_rule_only_turns, rule_only_data)
+        return [{k: dict(v) if isinstance(v, dict) else v for k, v in state.items()} for state in found[key]]
+
+    def _predict(self, tracker, domain):
+        token = memo.set({})
+        try:
+            return predict(self, tracker, domain)
+        finally:
+            memo.reset(token)
+
+    TrackerFeaturizer._create_states = staticmethod(_create_states)
+    RulePolicy._predict = _predict
 
 
 def _run_graphs_in_order() -> None:

@@ -16,6 +16,7 @@ from jsonschema import ValidationError
 from rasa.core.actions.action import RemoteAction
 from rasa.core.channels import UserMessage
 from rasa.core import run as rasa_run
+from rasa.core.featurizers.tracker_featurizers import TrackerFeaturizer
 from rasa.core.policies.rule_policy import RulePolicy
 from rasa.core.processor import MessageProcessor
 from rasa.engine.runner.dask import DaskGraphRunner
@@ -36,6 +37,8 @@ ORIGINAL_REQUEST = EndpointConfig.request
 ORIGINAL_CLOSE = rasa_run.close_resources
 ORIGINAL_RUN = DaskGraphRunner.run
 ORIGINAL_FORMAT = RulePolicy.format_tracker_states  # Policy's, which RulePolicy inherits
+ORIGINAL_RULE_PREDICT = RulePolicy._predict
+ORIGINAL_CREATE_STATES = TrackerFeaturizer.__dict__["_create_states"]
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +53,8 @@ def installed():
     DaskGraphRunner.run = ORIGINAL_RUN
     if "format_tracker_states" in RulePolicy.__dict__:
         del RulePolicy.format_tracker_states
+    RulePolicy._predict = ORIGINAL_RULE_PREDICT
+    TrackerFeaturizer._create_states = ORIGINAL_CREATE_STATES
     speedups._installed = False
 
 
@@ -503,17 +508,24 @@ GRAPH_TEXTS = ["halo", "cek status vaksin saya", "081234567001", "123456", "2", 
                "mau ganti email", "warga@example.com", "ya", "selesai", "apa itu booster?", "asdfgh"]
 
 
-def test_graphs_run_in_order_give_what_dask_gave(installed):
-    """The model's NLU and dialogue graphs, run directly and through dask: the same parse of
-    every message and the same prediction after each of them, turn by turn."""
-    import dask
+@pytest.fixture(scope="module")
+def agent():
     from rasa.core.agent import Agent
 
-    agent = Agent.load(str(ROOT / "models" / "current.tar.gz"))
+    return Agent.load(str(ROOT / "models" / "current.tar.gz"))
+
+
+def predictions_over_a_conversation(agent) -> list:
+    """Every message parsed and, after it and after the action predicted for it, the next
+    action predicted: what the graphs and the policy give, turn by turn."""
     processor = agent.processor
 
-    async def conversation(run):
-        DaskGraphRunner.run = run
+    def predict(tracker):
+        prediction = processor._predict_next_with_tracker(tracker)
+        return (prediction.max_confidence_index, prediction.policy_name, prediction.probabilities,
+                [{k: v for k, v in e.as_dict().items() if k != "timestamp"} for e in prediction.events])
+
+    async def conversation():
         tracker = DialogueStateTracker("graph-runner", agent.domain.slots)
         tracker.update_with_events([ActionExecuted("action_session_start"), SessionStarted(),
                                     ActionExecuted("action_listen")], agent.domain)
@@ -521,24 +533,47 @@ def test_graphs_run_in_order_give_what_dask_gave(installed):
         for text in GRAPH_TEXTS:
             parsed = await processor.parse_message(UserMessage(text))
             tracker.update(UserUttered(text, parsed["intent"], parsed["entities"], parsed))
-            prediction = processor._predict_next_with_tracker(tracker)
-            seen.append((parsed, prediction.max_confidence_index, prediction.policy_name,
-                         prediction.probabilities,
-                         [{k: v for k, v in e.as_dict().items() if k != "timestamp"} for e in prediction.events]))
-            tracker.update(ActionExecuted(agent.domain.action_names_or_texts[prediction.max_confidence_index]))
+            first = predict(tracker)
+            tracker.update(ActionExecuted(agent.domain.action_names_or_texts[first[0]]))
+            seen.append((parsed, first, predict(tracker)))
             tracker.update(ActionExecuted("action_listen"))
         return seen
 
-    patched, cached_parse, dask_get = DaskGraphRunner.run, MessageProcessor._parse_message_with_graph, dask.get
+    cached_parse = MessageProcessor._parse_message_with_graph
     MessageProcessor._parse_message_with_graph = ORIGINAL_PARSE  # every message through the graph
     try:
-        through_dask = asyncio.run(conversation(ORIGINAL_RUN))
-        dask.get = None  # not called when run in order
-        in_order = asyncio.run(conversation(patched))
+        return asyncio.run(conversation())
     finally:
-        DaskGraphRunner.run, MessageProcessor._parse_message_with_graph, dask.get = patched, cached_parse, dask_get
+        MessageProcessor._parse_message_with_graph = cached_parse
+
+
+def test_graphs_run_in_order_give_what_dask_gave(installed, agent):
+    """The model's NLU and dialogue graphs, run directly and through dask: the same parse of
+    every message and the same predictions after each of them."""
+    import dask
+
+    patched, dask_get = DaskGraphRunner.run, dask.get
+    try:
+        DaskGraphRunner.run = ORIGINAL_RUN
+        through_dask = predictions_over_a_conversation(agent)
+        DaskGraphRunner.run, dask.get = patched, None  # not called when run in order
+        in_order = predictions_over_a_conversation(agent)
+    finally:
+        DaskGraphRunner.run, dask.get = patched, dask_get
     assert in_order == through_dask
-    assert len({turn[1] for turn in in_order}) > 3  # several different actions were predicted
+    assert len({turn[1][0] for turn in in_order}) > 3  # several different actions were predicted
+
+
+def test_rule_states_computed_once_give_the_same_predictions(installed, agent):
+    patched = RulePolicy._predict, TrackerFeaturizer.__dict__["_create_states"]
+    try:
+        RulePolicy._predict, TrackerFeaturizer._create_states = ORIGINAL_RULE_PREDICT, ORIGINAL_CREATE_STATES
+        twice = predictions_over_a_conversation(agent)
+    finally:
+        RulePolicy._predict, TrackerFeaturizer._create_states = patched
+    once = predictions_over_a_conversation(agent)
+    assert once == twice
+    assert {turn[2][1] for turn in once} == {"RulePolicy"}
 
 
 def test_rule_states_are_formatted_for_debug_logs_only(installed, caplog):

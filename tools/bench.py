@@ -126,9 +126,13 @@ async def citizen(client: Client, outbox: OutboxReader, phones: asyncio.Queue, d
             link = re.search(r"https?://\S+\.pdf", reply)
             if link:
                 started = time.perf_counter()
-                async with client.session.get(link.group(0)) as pdf:
-                    await pdf.read()
-                client.sample.pdf_ms.append((time.perf_counter() - started) * 1000)
+                try:
+                    async with client.session.get(link.group(0)) as pdf:
+                        body = await pdf.read()
+                    ok = ok and pdf.status == 200 and body.startswith(b"%PDF")
+                    client.sample.pdf_ms.append((time.perf_counter() - started) * 1000)
+                except (aiohttp.ClientError, asyncio.TimeoutError):
+                    ok = False
             else:
                 ok = False
             await client.say(sender, "mau ganti email")
@@ -159,7 +163,9 @@ async def drive(url: str, users: int, seconds: float, kind: str, outbox: OutboxR
     sample = Sample()
     deadline = time.monotonic() + seconds
     timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=users * 2)) as session:
+    # Idle connections are dropped after 2 s, before the servers (Sanic) close them at 5 s.
+    connector = aiohttp.TCPConnector(limit=users * 2, keepalive_timeout=2)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         client = Client(session, url, sample)
         if kind == "ours":
             tasks = [citizen(client, outbox, phones, deadline) for _ in range(users)]
