@@ -6,6 +6,7 @@ import base64
 import io
 import os
 import re
+import shutil
 import subprocess
 import zlib
 from dataclasses import replace
@@ -23,7 +24,7 @@ from hypothesis import strategies as st
 from pypdf import PdfReader
 
 from backend import Settings
-from backend.certificates import claims_of, holder_rows, qr_payload
+from backend.certificates import QR_MASK, claims_of, holder_rows, qr_payload
 from backend.settings import verification_keys
 from backend.signing import (Claims, Expired, InvalidFormat, InvalidSignature, KeyFormatError, UnknownKey,
                              UnsupportedFormat, VerificationError, encode_key, key_id, private_key_from_text,
@@ -398,7 +399,7 @@ def qr_modules_in_pdf(pdf: bytes) -> set[tuple[int, int]]:
 
 
 def dark_modules(payload: str) -> set[tuple[int, int]]:
-    matrix = list(segno.make_qr(payload, error="q").matrix_iter(border=0))
+    matrix = list(segno.make_qr(payload, error="q", mask=QR_MASK).matrix_iter(border=0))
     return {(c, r) for r, row in enumerate(matrix) for c, dark in enumerate(row) if dark}
 
 
@@ -437,3 +438,29 @@ def test_certificate_number_and_dates_survive_time_zones():
     wib = ISSUED.astimezone(timezone(timedelta(hours=7)))
     assert sign(replace(CLAIMS, issued_at=wib), KEY) == PAYLOAD
     assert isinstance(verify(PAYLOAD, [KEY.public_key()]), Claims)
+
+
+# --- the QR in the PDF --------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not (shutil.which("pdftoppm") and shutil.which("zbarimg")),
+                    reason="needs poppler-utils and zbar-tools (.ci/run installs them)")
+def test_the_qr_printed_in_the_pdf_reads_back_as_the_signed_payload(tmp_path):
+    """Rendered as a printer or a screen would (200 dpi) and read by a QR decoder: the text is
+    the payload, which verifies. Eight holders of different name lengths and doses."""
+    from backend.certificates import build_pdf
+
+    read = 0
+    for i, name in enumerate(["Budi Santoso", "Ni Luh Putu Ayu Kartika Dewi Sanjaya", "Siti", "Agus Wijaya",
+                              "Muhammad Rizky Pratama Putra", "Rina", "I Gede Made Wirawan", "Yohanes Lie"]):
+        data = {**BUDI, "certificate_id": 100 + i, "full_name": name, "dose": 1 + i % 3,
+                "certificate_number": f"SV-202202-{i:06d}"}
+        (tmp_path / "c.pdf").write_bytes(build_pdf(data, KEY))
+        subprocess.run(["pdftoppm", "-r", "200", "-png", "-singlefile", str(tmp_path / "c.pdf"),
+                        str(tmp_path / "c")], check=True)
+        text = subprocess.run(["zbarimg", "-q", "--raw", str(tmp_path / "c.png")],
+                              capture_output=True, text=True).stdout.strip()
+        assert text == qr_payload(data, KEY)
+        assert verify(text, [KEY.public_key()]).full_name == name
+        read += 1
+    assert read == 8
