@@ -145,7 +145,7 @@ class StrictSQLTrackerStore(SQLTrackerStore):
     async def _save(self, tracker) -> None:
         """Rasa's SQLTrackerStore.save with one multi-row INSERT instead of ORM objects."""
         await self.stream_events(tracker)
-        if "_events_in_store" in tracker.__dict__:  # read by this store: no count needed
+        if "_events_in_store" in tracker.__dict__:  # read or saved by this store: no count needed
             new = list(self._additional_events(None, tracker))
         else:
             with self.session_scope() as session:
