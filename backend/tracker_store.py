@@ -59,16 +59,18 @@ class StrictSQLTrackerStore(SQLTrackerStore):
         super().__init__(*args, **kwargs)
         url = self.engine.url
         self.engine.dispose()
+        if url.get_backend_name() != "postgresql":
+            # Reads and saves below are PostgreSQL's SQL (endpoints.yml: dialect postgresql).
+            raise ValueError(f"StrictSQLTrackerStore needs PostgreSQL, not {url.get_backend_name()}")
         kwargs = create_engine_kwargs(url)
-        if url.get_backend_name() == "postgresql" and os.environ.get("TRACKER_SYNCHRONOUS_COMMIT", "off") == "off":
+        if os.environ.get("TRACKER_SYNCHRONOUS_COMMIT", "off") == "off":
             options = kwargs.setdefault("connect_args", {}).get("options", "")
             kwargs["connect_args"]["options"] = f"{options} -csynchronous_commit=off".strip()
         self.engine = sa.create_engine(url, **kwargs)
         self.sessionmaker = sa.orm.session.sessionmaker(bind=self.engine)
-        self._plain_sql = url.get_backend_name() == "postgresql"
         # Its own pool of connections that stay in autocommit mode: handing one back costs no
         # reset of the isolation level.
-        self._autocommit = sa.create_engine(url, isolation_level="AUTOCOMMIT", **kwargs) if self._plain_sql else None
+        self._autocommit = sa.create_engine(url, isolation_level="AUTOCOMMIT", **kwargs)
         table = self.SQLEvent.__table__.name
         self._sql_last_id = f"SELECT max(id) FROM {table} WHERE sender_id = %(sender_id)s"
         self._sql_all_sessions = f"SELECT data FROM {table} WHERE sender_id = %(sender_id)s ORDER BY id"
@@ -85,8 +87,12 @@ class StrictSQLTrackerStore(SQLTrackerStore):
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
-        if self._autocommit is not None:
-            self._autocommit.dispose()
+        self._autocommit.dispose()
+
+    def _rows(self, sql: str, parameters) -> list[tuple]:
+        """One statement on a connection in autocommit mode: one round trip."""
+        with self._autocommit.connect() as connection:
+            return connection.exec_driver_sql(sql, parameters).fetchall()
 
     def _take_recent(self, sender_id: str) -> DialogueStateTracker | None:
         """The tracker this process saved last for that conversation, if no event was stored
@@ -97,13 +103,7 @@ class StrictSQLTrackerStore(SQLTrackerStore):
         if entry is None:
             return None
         tracker, last_id = entry
-        if self._plain_sql:
-            with self._autocommit.connect() as connection:
-                current = connection.exec_driver_sql(self._sql_last_id, {"sender_id": sender_id}).scalar()
-        else:
-            with self.session_scope() as session:
-                current = session.query(sa.func.max(self.SQLEvent.id)).filter(
-                    self.SQLEvent.sender_id == sender_id).scalar()
+        [(current,)] = self._rows(self._sql_last_id, {"sender_id": sender_id})
         if current != last_id:
             return None
         tracker._events_in_store = len(tracker.events)
@@ -120,15 +120,8 @@ class StrictSQLTrackerStore(SQLTrackerStore):
             recent = self._take_recent(sender_id)
             if recent is not None:
                 return recent
-        if self._plain_sql:
-            sql = self._sql_all_sessions if fetch_events_from_all_sessions else self._sql_latest_session
-            with self._autocommit.connect() as connection:
-                rows = connection.exec_driver_sql(sql, {"sender_id": sender_id}).fetchall()
-        else:
-            with self.session_scope() as session:
-                query = self._event_query(session, sender_id, fetch_events_from_all_sessions)
-                rows = query.with_entities(self.SQLEvent.data).all()
-        events = [json.loads(data) for (data,) in rows]
+        sql = self._sql_all_sessions if fetch_events_from_all_sessions else self._sql_latest_session
+        events = [json.loads(data) for (data,) in self._rows(sql, {"sender_id": sender_id})]
         if not (self.domain and events):
             return None
         tracker = DialogueStateTracker.from_dict(sender_id, events, self.domain.slots)
@@ -194,22 +187,14 @@ class StrictSQLTrackerStore(SQLTrackerStore):
             raise TrackerStoreUnavailable(type(exc).__name__) from exc
 
     def _insert(self, rows: list[dict]) -> list[int]:
-        """The rows in one INSERT, committed; their ids. On PostgreSQL as plain SQL in autocommit
-        mode: SQLAlchemy compiles a multi-row INSERT anew for every number of rows, which cost
-        more than the insert itself."""
+        """The rows in one INSERT, committed; their ids. Plain SQL: SQLAlchemy compiles a multi-row
+        INSERT anew for every number of rows, which cost more than the insert itself."""
         columns = list(rows[0])
-        if not self._plain_sql:
-            table = self.SQLEvent.__table__
-            with self.session_scope() as session:
-                ids = session.execute(table.insert().values(rows).returning(table.c.id)).scalars().all()
-                session.commit()
-            return ids
         one_row = "(" + ", ".join(["%s"] * len(columns)) + ")"
         sql = (f"INSERT INTO {self.SQLEvent.__table__.name} ({', '.join(columns)}) VALUES "
                + ", ".join([one_row] * len(rows)) + " RETURNING id")
         values = tuple(row[c] for row in rows for c in columns)
-        with self._autocommit.connect() as connection:
-            return list(connection.exec_driver_sql(sql, values).scalars())
+        return [row_id for (row_id,) in self._rows(sql, values)]
 
     async def retrieve(self, sender_id):
         return await self._once_more_after_disconnect(super().retrieve, sender_id)

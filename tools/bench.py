@@ -381,7 +381,7 @@ def main() -> int:
             started_by_us.append(stock)
             targets["stock"] = "http://127.0.0.1:5006/webhooks/rest/webhook"
             pids = {"ours": ours_pid, "stock": stock.pid}
-            serving = {"ours": [ours_pid], "stock": [stock.pid]}
+            serving = {name: [pid] for name, pid in pids.items()}
         else:
             # Two Rasa processes and two action servers sharing PostgreSQL and a Redis lock store,
             # against one of them alone (same lock store), through the same client.
