@@ -129,6 +129,14 @@ class StrictSQLTrackerStore(SQLTrackerStore):
             tracker._events_in_store = len(events)
         return tracker
 
+    def init_tracker(self, sender_id: str) -> DialogueStateTracker:
+        """Rasa starts a conversation here only when retrieve() found no event of it: none is
+        stored, nothing to count."""
+        tracker = super().init_tracker(sender_id)
+        if tracker.events.maxlen is None:
+            tracker._events_in_store = 0
+        return tracker
+
     def _additional_events(self, session, tracker):
         stored = tracker.__dict__.pop("_events_in_store", None)
         if stored is None:

@@ -40,6 +40,7 @@ def install() -> None:
     _run_graphs_in_order()
     _format_rule_states_only_for_debug_logs()
     _rule_states_once_per_prediction()
+    _empty_domain_built_once()
     size = int(os.environ.get("NLU_CACHE_SIZE", "4096"))
     if size > 0:
         _cache_parses(size)
@@ -281,6 +282,20 @@ def _rule_states_once_per_prediction() -> None:
 
     TrackerFeaturizer._create_states = staticmethod(_create_states)
     RulePolicy._predict = _predict
+
+
+def _empty_domain_built_once() -> None:
+    """Every parse is checked against the domain unless the domain is empty, and
+    Domain.is_empty() built a whole empty Domain to compare with, every time: 2% of a message.
+    The empty domain's dict is built once."""
+    from rasa.shared.core.domain import Domain
+
+    empty = Domain.empty().as_dict()
+
+    def is_empty(self: Domain) -> bool:
+        return self.as_dict() == empty
+
+    Domain.is_empty = is_empty
 
 
 def _run_graphs_in_order() -> None:

@@ -39,6 +39,7 @@ ORIGINAL_RUN = DaskGraphRunner.run
 ORIGINAL_FORMAT = RulePolicy.format_tracker_states  # Policy's, which RulePolicy inherits
 ORIGINAL_RULE_PREDICT = RulePolicy._predict
 ORIGINAL_CREATE_STATES = TrackerFeaturizer.__dict__["_create_states"]
+ORIGINAL_IS_EMPTY = Domain.is_empty
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +56,7 @@ def installed():
         del RulePolicy.format_tracker_states
     RulePolicy._predict = ORIGINAL_RULE_PREDICT
     TrackerFeaturizer._create_states = ORIGINAL_CREATE_STATES
+    Domain.is_empty = ORIGINAL_IS_EMPTY
     speedups._installed = False
 
 
@@ -263,9 +265,10 @@ def test_tracker_store_keeps_every_event_once_in_order(store):
     assert run(store.retrieve("speedups-nobody")) is None
 
 
-def test_a_new_conversation_is_counted_once_and_stored_once(store, monkeypatch):
+def test_a_new_conversation_is_never_counted_and_stored_once(store, monkeypatch):
     """Rasa saves a new conversation's tracker three times in its first turn: empty, after the
-    session start, at the end. Only the first save counts stored events in the database."""
+    session start, at the end. None of them counts the stored events in the database: Rasa
+    created the tracker because none was stored."""
     from rasa.core.tracker_store import SQLTrackerStore
 
     counted = []
@@ -284,7 +287,7 @@ def test_a_new_conversation_is_counted_once_and_stored_once(store, monkeypatch):
     tracker.update(ActionExecuted("action_listen", timestamp=t + 4))
     run(store.save(tracker))
     run(store.save(tracker))  # nothing new: nothing written
-    assert len(counted) == 1
+    assert counted == []
     assert [row[0] for row in stored(store, sender)] == [
         "action", "session_started", "action", "user", "bot", "action"]
     assert [e.type_name for e in run(store.retrieve(sender)).events] == [
@@ -582,3 +585,10 @@ def test_rule_states_are_formatted_for_debug_logs_only(installed, caplog):
     with caplog.at_level(logging.DEBUG, logger="rasa.core.policies.rule_policy"):
         assert RulePolicy.format_tracker_states(states) == ORIGINAL_FORMAT(states)
         assert "user intent: greet" in RulePolicy.format_tracker_states(states)
+
+
+def test_a_domain_is_empty_exactly_when_rasa_says_so(installed):
+    ours = Domain.load(str(ROOT / "domain.yml"))
+    for domain in (Domain.empty(), Domain.from_dict({}), ours, Domain.from_dict({"intents": ["greet"]})):
+        assert domain.is_empty() == ORIGINAL_IS_EMPTY(domain)
+    assert Domain.empty().is_empty() and not ours.is_empty()
