@@ -46,13 +46,17 @@ def parse_dose(text: str) -> int | None:
     return found.pop() if len(found) == 1 else None
 
 
+# One pattern per field, any of its words as a whole word: built once, not per message.
+FIELD_PATTERNS = [(field, re.compile(r"\b(?:" + "|".join(map(re.escape, names)) + r")\b"))
+                  for field, names in FIELD_WORDS]
+
+
 def parse_field(text: str) -> str | None:
     lowered = " ".join(words((text or "").replace("-", "")))
     raw = (text or "").lower()
-    for field, names in FIELD_WORDS:
-        for name in names:
-            if re.search(rf"\b{re.escape(name)}\b", lowered) or re.search(rf"\b{re.escape(name)}\b", raw):
-                return field
+    for field, pattern in FIELD_PATTERNS:
+        if pattern.search(lowered) or pattern.search(raw):
+            return field
     return None
 
 

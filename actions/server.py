@@ -15,6 +15,7 @@ import logging.config
 import os
 from pathlib import Path
 
+import orjson
 import yaml
 
 from rasa_sdk.endpoint import create_app
@@ -137,8 +138,18 @@ def add_token_check(app: Sanic) -> None:
         return None
 
 
+class FastJSONRequest(Request):
+    """Every call from Rasa carries the whole conversation (tens of kB); Sanic reads it with
+    ujson, which took a quarter of this process's time per call at 16 users. orjson reads the
+    same JSON to the same values in about half the time."""
+
+    def load_json(self, loads=orjson.loads):
+        return super().load_json(loads)
+
+
 def build_app() -> Sanic:
     app = create_app("actions", cors_origins=None)
+    app.request_class = FastJSONRequest
     add_token_check(app)
     add_certificate_routes(app)
     add_verification_routes(app)

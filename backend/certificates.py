@@ -15,6 +15,7 @@ from datetime import date, timedelta, timezone
 import segno
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fpdf import FPDF
+from fpdf.enums import RenderStyle
 
 from .identifiers import mask_nik
 from .signing import Claims, sign
@@ -137,7 +138,7 @@ def build_pdf(data: dict, signing_key: Ed25519PrivateKey | None = None) -> bytes
     for r, row in enumerate(matrix):
         for start, end in _dark_runs(row):
             pdf.rect(x0 + start * module, y0 + r * module, (end - start) * module, module + QR_ROW_OVERLAP,
-                     style="F")
+                     style=RenderStyle.F)  # the member, not "F": fpdf2 parses a string per call
     pdf.set_font("Helvetica", "", 7)
     pdf.set_xy(x0, y0 + size + 1)
     pdf.cell(size, 4, data["certificate_number"], align="C")

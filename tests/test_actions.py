@@ -324,3 +324,24 @@ def test_on_whatsapp_the_senders_own_number_is_offered(outbox):
     events, messages = run(ValidateCertificateForm(), answer)
     assert SlotSet("phone_number", "+6281234567002") in events
     assert len(outbox.messages("+6281234567002")) == 1  # the code goes to that (registered) number
+
+
+@pytest.mark.parametrize("text", [
+    "tanggal lahir", "tgl lahir saya salah", "ganti nama", "nomor hp", "no. hp", "NIK", "e-mail", "email saya",
+    "surel", "ubah ttl", "nomor", "whatsapp", "telp", "namanya", "emailnya", "tanggal-lahir", "mail",
+    "nama dan nomor", "ganti data", "", "nomor induk kependudukan", "hp baru", "wa", "wah", "birth date"])
+def test_fields_are_read_as_by_checking_each_word_in_turn(text):
+    """parse_field's one pattern per field finds what checking its words one by one finds."""
+    import re
+    from actions.parsing import FIELD_WORDS, parse_field, words
+
+    def word_by_word(text):
+        lowered, raw = " ".join(words(text.replace("-", ""))), text.lower()
+        for field, names in FIELD_WORDS:
+            for name in names:
+                pattern = rf"\b{re.escape(name)}\b"
+                if re.search(pattern, lowered) or re.search(pattern, raw):
+                    return field
+        return None
+
+    assert parse_field(text) == word_by_word(text)

@@ -4,6 +4,7 @@ and the REST channel's handling of malformed bodies and failed turns."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from datetime import timedelta
 
@@ -81,6 +82,19 @@ def test_action_server_refuses_calls_without_the_token(action_client, backend, o
     assert len(outbox.messages("+6281234567001")) == 1
     _, health = action_client.get("/health")
     assert health.status == 200
+
+
+def test_action_server_reads_calls_with_orjson_and_refuses_malformed_ones(action_app, action_client, backend):
+    from actions.server import FastJSONRequest
+
+    assert action_app.request_class is FastJSONRequest
+    headers = {"Authorization": f"Bearer {backend.settings.action_server_token}"}
+    for body in ("{", '{"next_action": "validate_certificate_form", ', "\xff\xfe", "[1, 2"):
+        _, reply = action_client.post("/webhook", data=body, headers=headers)
+        assert reply.status == 400
+    _, reply = action_client.post("/webhook", data=json.dumps(webhook_body("c9", "nomor saya 0812 3456 7009")),
+                                  headers=headers)
+    assert reply.status == 200 and reply.json["events"]
 
 
 def test_certificate_links_404_when_wrong_or_expired(action_client, backend, outbox, clock):
