@@ -24,9 +24,9 @@ Lighter per message than Rasa's own, same rows and same order (profiled in docs/
   through the ORM's unit of work;
 - to find which events are new, Rasa's save() counts the stored events of the session again. A
   tracker read or saved by this store knows how many of its events are stored (those it was
-  built from, or all it held when saved), so save() takes the events after those; a tracker
-  this store has not seen (Rasa's new conversations start as one) is counted the usual way, and
-  so is one whose save failed;
+  built from, or all it held when saved), and a conversation Rasa starts after retrieve() found
+  none of its events has none stored, so save() takes the events after those; a tracker this
+  store knows nothing of is counted the usual way, and so is one whose save failed;
 - the tracker saved last for a conversation stays in memory (TRACKER_CACHE_SIZE conversations,
   512 by default, 0 for none): the next message of that conversation reuses it when no event
   was stored since, by this process or another, which one indexed query tells.
@@ -48,6 +48,9 @@ from rasa.shared.core.trackers import DialogueStateTracker
 from rasa.shared.nlu.constants import INTENT_NAME_KEY
 
 from rasa_server.speedups import dumps
+
+
+NOTHING_STORED_SIZE = 1024
 
 
 class TrackerStoreUnavailable(BaseException):
@@ -83,6 +86,8 @@ class StrictSQLTrackerStore(SQLTrackerStore):
             f" AND (e.timestamp >= s.session_start OR s.session_start IS NULL) ORDER BY e.id")
         self._recent: OrderedDict[str, tuple[DialogueStateTracker, int]] = OrderedDict()
         self._recent_size = int(os.environ.get("TRACKER_CACHE_SIZE", "512"))
+        # Conversations retrieve() found no event of, until their first save.
+        self._nothing_stored: OrderedDict[str, None] = OrderedDict()
 
     def dispose(self) -> None:
         """Close every pooled connection."""
@@ -122,35 +127,43 @@ class StrictSQLTrackerStore(SQLTrackerStore):
                 return recent
         sql = self._sql_all_sessions if fetch_events_from_all_sessions else self._sql_latest_session
         events = [json.loads(data) for (data,) in self._rows(sql, {"sender_id": sender_id})]
-        if not (self.domain and events):
+        if not events:
+            self._note_nothing_stored(sender_id)
+            return None
+        self._nothing_stored.pop(sender_id, None)
+        if not self.domain:
             return None
         tracker = DialogueStateTracker.from_dict(sender_id, events, self.domain.slots)
         if not fetch_events_from_all_sessions and tracker.events.maxlen is None:
             tracker._events_in_store = len(events)
         return tracker
 
-    def init_tracker(self, sender_id: str) -> DialogueStateTracker:
-        """Rasa starts a conversation here only when retrieve() found no event of it: none is
-        stored, nothing to count."""
-        tracker = super().init_tracker(sender_id)
-        if tracker.events.maxlen is None:
-            tracker._events_in_store = 0
-        return tracker
-
-    def _additional_events(self, session, tracker):
+    def _known_stored(self, tracker: DialogueStateTracker) -> int | None:
+        """How many of the tracker's events are stored, when this store knows without counting:
+        the tracker was read or saved by it, or it is a conversation Rasa started (through its
+        wrappers of this store) after retrieve() found none of its events. Known once: a save
+        that fails and is tried again counts."""
         stored = tracker.__dict__.pop("_events_in_store", None)
-        if stored is None:
-            return super()._additional_events(session, tracker)
-        return itertools.islice(tracker.events, stored, len(tracker.events))
+        if stored is None and tracker.sender_id in self._nothing_stored:
+            del self._nothing_stored[tracker.sender_id]
+            if tracker.events.maxlen is None:
+                stored = 0
+        return stored
+
+    def _note_nothing_stored(self, sender_id: str) -> None:
+        self._nothing_stored[sender_id] = None
+        while len(self._nothing_stored) > NOTHING_STORED_SIZE:  # a retrieve() no save followed
+            self._nothing_stored.popitem(last=False)
 
     async def _save(self, tracker) -> None:
         """Rasa's SQLTrackerStore.save with one multi-row INSERT instead of ORM objects."""
         await self.stream_events(tracker)
-        if "_events_in_store" in tracker.__dict__:  # read or saved by this store: no count needed
-            new = list(self._additional_events(None, tracker))
-        else:
-            with self.session_scope() as session:
+        stored = self._known_stored(tracker)
+        if stored is None:
+            with self.session_scope() as session:  # Rasa's count of the session's stored events
                 new = list(self._additional_events(session, tracker))
+        else:
+            new = list(itertools.islice(tracker.events, stored, len(tracker.events)))
         rows = []
         for event in new:
             data = event.as_dict()

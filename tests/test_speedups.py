@@ -267,31 +267,45 @@ def test_tracker_store_keeps_every_event_once_in_order(store):
 
 def test_a_new_conversation_is_never_counted_and_stored_once(store, monkeypatch):
     """Rasa saves a new conversation's tracker three times in its first turn: empty, after the
-    session start, at the end. None of them counts the stored events in the database: Rasa
-    created the tracker because none was stored."""
-    from rasa.core.tracker_store import SQLTrackerStore
+    session start, at the end, through its wrappers of the store as in production. None of them
+    counts the stored events in the database: Rasa created the tracker because none was stored."""
+    from rasa.core.tracker_store import AwaitableTrackerStore, FailSafeTrackerStore, SQLTrackerStore
 
     counted = []
     rasa_count = SQLTrackerStore._additional_events
     monkeypatch.setattr(SQLTrackerStore, "_additional_events",
                         lambda self, session, tracker: counted.append(1) or rasa_count(self, session, tracker))
     run = asyncio.run
+    wrapped = AwaitableTrackerStore(FailSafeTrackerStore(store))
     sender, t = "speedups-new", time.time()
-    tracker = run(store.get_or_create_tracker(sender, append_action_listen=False))
+    tracker = run(wrapped.get_or_create_tracker(sender, append_action_listen=False))
     tracker.update(ActionExecuted("action_session_start", timestamp=t))
     tracker.update(SessionStarted(timestamp=t))
     tracker.update(ActionExecuted("action_listen", timestamp=t + 1))
-    run(store.save(tracker))
+    run(wrapped.save(tracker))
     tracker.update(UserUttered("halo", {"name": "greet", "confidence": 1.0}, timestamp=t + 2))
     tracker.update(BotUttered("Halo!", timestamp=t + 3))
     tracker.update(ActionExecuted("action_listen", timestamp=t + 4))
-    run(store.save(tracker))
-    run(store.save(tracker))  # nothing new: nothing written
+    run(wrapped.save(tracker))
+    run(wrapped.save(tracker))  # nothing new: nothing written
     assert counted == []
     assert [row[0] for row in stored(store, sender)] == [
         "action", "session_started", "action", "user", "bot", "action"]
     assert [e.type_name for e in run(store.retrieve(sender)).events] == [
         "action", "session_started", "action", "user", "bot", "action"]
+    # A tracker the store knows nothing of is counted: retrieve() found nothing of this one, but
+    # its one save took that knowledge; the second tracker is new to the store.
+    other = "speedups-new-2"
+    assert run(wrapped.retrieve(other)) is None
+    first = DialogueStateTracker(other, store.domain.slots)
+    first.update(ActionExecuted("action_listen", timestamp=t))
+    run(store.save(first))
+    second = DialogueStateTracker(other, store.domain.slots)
+    second.update(ActionExecuted("action_listen", timestamp=t))
+    second.update(UserUttered("halo", {"name": "greet", "confidence": 1.0}, timestamp=t + 1))
+    run(store.save(second))
+    assert counted == [1]
+    assert [row[0] for row in stored(store, other)] == ["action", "user"]
 
 
 def test_tracker_store_survives_connections_broken_by_a_restart(store, database_url):
