@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import itertools
 import json
 import logging
 import os
@@ -39,7 +40,7 @@ def install() -> None:
     _keep_connections_open()
     _run_graphs_in_order()
     _format_rule_states_only_for_debug_logs()
-    _rule_states_once_per_prediction()
+    _rule_states_incrementally(int(os.environ.get("RULE_STATES_CACHE_SIZE", "512")))
     _empty_domain_built_once()
     size = int(os.environ.get("NLU_CACHE_SIZE", "4096"))
     if size > 0:
@@ -245,18 +246,155 @@ def _format_rule_states_only_for_debug_logs() -> None:
     rule_policy.RulePolicy.format_tracker_states = staticmethod(format_tracker_states)
 
 
-def _rule_states_once_per_prediction() -> None:
-    """To predict after a user message, the RulePolicy turns the whole conversation into
-    states twice: once to look for a rule on the message's text, once on its intent. The two
-    differ only in what is then removed from the last state. Within one prediction, compute the
-    states once and give each caller its own copy (states are dicts of dicts of immutable
-    values; the callers delete keys at the second level, so a copy of two levels is theirs)."""
+class _History:
+    """What is kept of one conversation between predictions (see _Histories)."""
+
+    __slots__ = ("events", "loop_names", "applied", "replayed", "replay", "states", "checkpoints")
+
+    def __init__(self) -> None:
+        self.events: list = []  # the tracker's events folded into `applied`
+        self.loop_names: set = set()
+        self.applied: list = []  # DialogueStateTracker.applied_events() of `events`
+        self.replayed: list = []  # the applied events `replay` went through
+        self.replay: Any = None
+        self.states: list = []  # before each action of `replayed`, then after its last event
+        self.checkpoints: list[tuple[int, Any, int]] = []  # (position, replay there, states before)
+
+
+def _same_prefix(old: list, new: Any) -> int:
+    """How many first items of `old` are the very objects at the start of `new`."""
+    count = 0
+    for a, b in zip(old, new):
+        if a is not b:
+            break
+        count += 1
+    return count
+
+
+def _snapshot(tracker: Any) -> Any:
+    """A copy of a replayed tracker that later events applied to either leave the other as it
+    was: what events change in place is the list of events, the slots and the active loop."""
+    twin = copy.copy(tracker)
+    twin.events = tracker._create_events(list(tracker.events))
+    twin.slots = {name: copy.copy(slot) for name, slot in tracker.slots.items()}
+    twin.active_loop = copy.copy(tracker.active_loop)
+    return twin
+
+
+class _Histories:
+    """The RulePolicy predicts from the states of the whole conversation. Rasa makes them at
+    every prediction (several per message, each on a longer conversation) from the start: it
+    folds all events into the applied ones (undos, restarts and a form's earlier turns taken
+    out), then replays those into a new tracker and reads a state before each action. That was
+    a tenth of a message at 16 users.
+    Here, per conversation (`size` of them), what the last prediction made is kept: the fold
+    goes on with the new events only, and the replay with the applied events that are new;
+    where applied events were taken out (a form's turn folded into its previous run, an undo),
+    the replay restarts from the last copy of it kept before an `action_listen` at or before
+    the first change. Anything else (a form's name seen for the first time, a tracker whose
+    earlier events are other objects) starts from the beginning, as Rasa does. The fold repeats Rasa 3.6.21's
+    DialogueStateTracker.applied_events, with its own helpers; tests/test_speedups.py checks
+    both lists after every kind of event."""
+
+    CHECKPOINTS = 3  # kept per conversation,
+    WINDOW = 16  # among the last applied events: a form's turn folds away only the latest ones
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.kept: OrderedDict[tuple, _History] = OrderedDict()
+
+    @staticmethod
+    def _fold(tracker: Any, events: Any, loop_names: set, applied: list) -> None:
+        from rasa.shared.core.events import (ActionExecuted, ActionReverted, Restarted, SessionStarted,
+                                             UserUttered, UserUtteranceReverted)
+
+        for event in events:
+            if isinstance(event, (Restarted, SessionStarted)):
+                applied.clear()
+            elif isinstance(event, ActionReverted):
+                tracker._undo_till_previous(ActionExecuted, applied)
+            elif isinstance(event, UserUtteranceReverted):
+                tracker._undo_till_previous(UserUttered, applied)
+                tracker._undo_till_previous(ActionExecuted, applied)
+            elif (isinstance(event, ActionExecuted) and event.action_name in loop_names
+                  and not tracker._first_loop_execution_or_unhappy_path(event.action_name, applied)):
+                tracker._undo_till_previous_loop_execution(event.action_name, applied)
+            else:
+                applied.append(event)
+
+    def applied_events(self, tracker: Any, history: _History) -> list:
+        from rasa.shared.core.events import ActiveLoop
+
+        events = tracker.events
+        folded = len(history.events)
+        new = list(itertools.islice(events, folded, None)) if folded <= len(events) else None
+        new_names = {e.name for e in new or () if isinstance(e, ActiveLoop) and e.name}
+        if new is None or not new_names <= history.loop_names or _same_prefix(history.events, events) < folded:
+            # From the start: a loop name decides how the earlier runs of that action fold.
+            history.loop_names = {e.name for e in events if isinstance(e, ActiveLoop) and e.name}
+            history.applied, new = [], list(events)
+        self._fold(tracker, new, history.loop_names, history.applied)
+        history.events = list(events)
+        return history.applied
+
+    def states(self, tracker: Any, domain: Any, omit_unset_slots: bool) -> list:
+        from rasa.shared.core.constants import ACTION_LISTEN_NAME
+        from rasa.shared.core.events import ActionExecuted
+
+        key = (tracker.sender_id, id(domain), omit_unset_slots, tracker.is_rule_tracker,
+               tracker._max_event_history)
+        history = self.kept.pop(key, None) or _History()
+        applied = self.applied_events(tracker, history)
+        same = _same_prefix(history.replayed, applied)
+        if history.replay is not None and same == len(history.replayed):
+            replay, states, start = history.replay, history.states[:-1], same
+        else:
+            usable = [c for c in history.checkpoints if c[0] <= same]
+            if usable:  # taken out: the replay goes on from there, and is kept again there
+                start, replay, before = usable.pop()
+                states = history.states[:before]
+            else:
+                replay, states, start = tracker.init_copy(), [], 0
+            history.checkpoints = usable
+        # Domain.states_for_tracker_history without rule-only turns to ignore (the RulePolicy's
+        # case), over tracker.generate_all_prior_trackers(), from `start` on.
+        for position in range(start, len(applied)):
+            event = applied[position]
+            if isinstance(event, ActionExecuted):
+                if event.action_name == ACTION_LISTEN_NAME and position >= len(applied) - self.WINDOW:
+                    history.checkpoints.append((position, _snapshot(replay), len(states)))
+                    del history.checkpoints[:-self.CHECKPOINTS]
+                states.append(domain._clean_state(domain.get_active_state(replay, omit_unset_slots)))
+            replay.update(event)
+        states.append(domain._clean_state(domain.get_active_state(replay, omit_unset_slots)))
+        history.replayed, history.replay, history.states = list(applied), replay, states
+        self.kept[key] = history
+        while len(self.kept) > self.size:
+            self.kept.popitem(last=False)
+        return states
+
+
+def _copy_states(states: list) -> list:
+    """States are dicts of dicts of immutable values; the callers delete keys at the second
+    level, so a copy of two levels is theirs."""
+    return [{k: dict(v) if isinstance(v, dict) else v for k, v in state.items()} for state in states]
+
+
+def _rule_states_incrementally(size: int) -> None:
+    """The RulePolicy's states, within one prediction computed once, across predictions of a
+    conversation extended by the new events only (_Histories).
+    - To predict after a user message, the RulePolicy turns the whole conversation into states
+      twice: once to look for a rule on the message's text, once on its intent. The two differ
+      only in what is then removed from the last state: the states are made once per
+      prediction and each caller gets its own copy.
+    - Rasa's own computation is kept for every other use (training; rule-only turns ignored)."""
     import contextvars
 
     from rasa.core.featurizers.tracker_featurizers import TrackerFeaturizer
     from rasa.core.policies.rule_policy import RulePolicy
 
     memo: contextvars.ContextVar[Optional[dict]] = contextvars.ContextVar("rule_states", default=None)
+    histories = _Histories(size)
     create_states = TrackerFeaturizer._create_states
     predict = RulePolicy._predict
 
@@ -270,8 +408,11 @@ def _rule_states_once_per_prediction() -> None:
         rule_only = tuple((k, tuple(v)) for k, v in sorted(rule_only_data.items())) if rule_only_data else None
         key = (id(tracker), len(tracker.events), id(domain), omit_unset_slots, ignore_rule_only_turns, rule_only)
         if key not in found:
-            found[key] = create_states(tracker, domain, omit_unset_slots, ignore_rule_only_turns, rule_only_data)
-        return [{k: dict(v) if isinstance(v, dict) else v for k, v in state.items()} for state in found[key]]
+            if ignore_rule_only_turns or size <= 0:
+                found[key] = create_states(tracker, domain, omit_unset_slots, ignore_rule_only_turns, rule_only_data)
+            else:  # rule_only_data matters only where rule-only turns are ignored
+                found[key] = histories.states(tracker, domain, omit_unset_slots)
+        return _copy_states(found[key])
 
     def _predict(self, tracker, domain):
         token = memo.set({})

@@ -581,7 +581,7 @@ def test_graphs_run_in_order_give_what_dask_gave(installed, agent):
     assert len({turn[1][0] for turn in in_order}) > 3  # several different actions were predicted
 
 
-def test_rule_states_computed_once_give_the_same_predictions(installed, agent):
+def test_rule_states_computed_once_and_kept_give_the_same_predictions(installed, agent):
     patched = RulePolicy._predict, TrackerFeaturizer.__dict__["_create_states"]
     try:
         RulePolicy._predict, TrackerFeaturizer._create_states = ORIGINAL_RULE_PREDICT, ORIGINAL_CREATE_STATES
@@ -591,6 +591,55 @@ def test_rule_states_computed_once_give_the_same_predictions(installed, agent):
     once = predictions_over_a_conversation(agent)
     assert once == twice
     assert {turn[2][1] for turn in once} == {"RulePolicy"}
+
+
+def test_kept_rule_states_are_rasas_after_every_event_of_every_kind():
+    """After each event of a conversation that goes through forms, an interruption, a rejected
+    action, undos, a restart and a new session, and between two trackers of one conversation:
+    the applied events and the states are those Rasa makes from the start."""
+    from rasa.shared.core.events import (ActionExecutionRejected, ActionReverted, ActiveLoop, LoopInterrupted,
+                                         Restarted, UserUtteranceReverted)
+
+    domain = Domain.load(str(ROOT / "domain.yml"))
+    histories = speedups._Histories(size=4)
+
+    def user(text, intent, entities=()):
+        return UserUttered(text, {"name": intent, "confidence": 1.0}, list(entities))
+
+    script = [
+        ActionExecuted("action_session_start"), SessionStarted(), ActionExecuted("action_listen"),
+        user("halo", "greet"), ActionExecuted("utter_greet"), ActionExecuted("action_listen"),
+        user("cek status", "check_vaccination_status"), ActionExecuted("status_form"), ActiveLoop("status_form"),
+        SlotSet("requested_slot", "phone_number"), ActionExecuted("action_listen"),
+        user("apa itu booster?", "faq"), ActionExecutionRejected("status_form"), LoopInterrupted(True),
+        ActionExecuted("utter_faq"), ActionExecuted("status_form"), LoopInterrupted(False),
+        SlotSet("requested_slot", "phone_number"), ActionExecuted("action_listen"),
+        user("0812 3456 7001", "inform", [{"entity": "phone_number", "value": "081234567001"}]),
+        ActionExecuted("status_form"), SlotSet("phone_number", "+6281234567001"),
+        SlotSet("requested_slot", "otp_code"), ActionExecuted("action_listen"),
+        user("salah", "deny"), UserUtteranceReverted(), user("123456", "inform"),
+        ActionExecuted("status_form"), SlotSet("otp_code", "123456"), ActiveLoop(None),
+        SlotSet("requested_slot", None), ActionExecuted("action_show_status"), ActionReverted(),
+        ActionExecuted("action_show_status"), ActionExecuted("action_listen"),
+        user("mulai lagi", "restart"), ActionExecuted("action_restart"), Restarted(),
+        ActionExecuted("action_listen"), user("menu", "show_menu"), ActionExecuted("utter_menu"),
+        ActionExecuted("action_session_start"), SessionStarted(), ActionExecuted("action_listen"),
+        user("2", "check_vaccination_status"), ActionExecuted("status_form"), ActiveLoop("status_form"),
+    ]
+    tracker = DialogueStateTracker("kept-states", domain.slots)
+    other = DialogueStateTracker("kept-states", domain.slots)  # the same conversation, behind
+    folded = speedups._History()
+    for i, event in enumerate(script):
+        tracker.update(event, domain)
+        assert [id(e) for e in histories.applied_events(tracker, folded)] == [
+            id(e) for e in tracker.applied_events()], i
+        assert histories.states(tracker, domain, False) == domain.states_for_tracker_history(tracker), i
+        if i % 7 == 0:  # the same conversation's other tracker, a few events behind, in between
+            other.update_with_events(script[len(other.events):i - 2] if i > 2 else [], domain)
+            assert histories.states(other, domain, False) == domain.states_for_tracker_history(other), i
+        assert histories.states(tracker, domain, True) == domain.states_for_tracker_history(
+            tracker, omit_unset_slots=True), i
+    assert len(histories.kept) <= 4
 
 
 def test_rule_states_are_formatted_for_debug_logs_only(installed, caplog):
