@@ -40,6 +40,7 @@ import os
 from collections import OrderedDict
 from typing import Any
 
+import psycopg2
 import sqlalchemy as sa
 import sqlalchemy.exc
 import sqlalchemy.orm
@@ -95,9 +96,25 @@ class StrictSQLTrackerStore(SQLTrackerStore):
         self._autocommit.dispose()
 
     def _rows(self, sql: str, parameters) -> list[tuple]:
-        """One statement on a connection in autocommit mode: one round trip."""
-        with self._autocommit.connect() as connection:
-            return connection.exec_driver_sql(sql, parameters).fetchall()
+        """One statement on a pooled connection in autocommit mode: one round trip. Through
+        psycopg2's cursor directly: SQLAlchemy's statement and result objects around it cost
+        more CPU than the statement (the pool still lends and takes back the connection). A
+        connection the database closed is thrown away with every idle one of the pool, as
+        SQLAlchemy does, and the error says so (DBAPIError.connection_invalidated)."""
+        connection = self._autocommit.raw_connection()
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(sql, parameters)
+                return cursor.fetchall()
+        except psycopg2.Error as exc:
+            gone = self._autocommit.dialect.is_disconnect(exc, connection.connection, None)
+            if gone:
+                connection.invalidate(exc)
+                self._autocommit.dispose()
+            raise sqlalchemy.exc.DBAPIError.instance(sql, parameters, exc, psycopg2.Error,
+                                                     connection_invalidated=gone) from exc
+        finally:
+            connection.close()
 
     def _take_recent(self, sender_id: str) -> DialogueStateTracker | None:
         """The tracker this process saved last for that conversation, if no event was stored
