@@ -8,6 +8,7 @@ refuses a Rasa other than the one they were written for).
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import functools
 import itertools
@@ -22,6 +23,8 @@ import orjson
 logger = logging.getLogger(__name__)
 
 RASA_VERSION = "3.6.21"
+# Set while Rasa's processor runs an action (_tracker_copies_from_kept_replays).
+RUNNING_AN_ACTION: contextvars.ContextVar[bool] = contextvars.ContextVar("running_an_action", default=False)
 _installed = False
 
 
@@ -40,7 +43,10 @@ def install() -> None:
     _keep_connections_open()
     _run_graphs_in_order()
     _format_rule_states_only_for_debug_logs()
-    _rule_states_incrementally(int(os.environ.get("RULE_STATES_CACHE_SIZE", "512")))
+    replays = int(os.environ.get("REPLAY_CACHE_SIZE", "512"))
+    _rule_states_incrementally(replays)
+    if replays > 0:
+        _tracker_copies_from_kept_replays(replays)
     _empty_domain_built_once()
     size = int(os.environ.get("NLU_CACHE_SIZE", "4096"))
     if size > 0:
@@ -273,11 +279,13 @@ def _same_prefix(old: list, new: Any) -> int:
 
 def _snapshot(tracker: Any) -> Any:
     """A copy of a replayed tracker that later events applied to either leave the other as it
-    was: what events change in place is the list of events, the slots and the active loop."""
+    was: what events change in place is the list of events, the slots and the active loop (the
+    latest action is replaced, not changed, but copied all the same)."""
     twin = copy.copy(tracker)
     twin.events = tracker._create_events(list(tracker.events))
     twin.slots = {name: copy.copy(slot) for name, slot in tracker.slots.items()}
     twin.active_loop = copy.copy(tracker.active_loop)
+    twin.latest_action = copy.copy(tracker.latest_action)
     return twin
 
 
@@ -423,6 +431,51 @@ def _rule_states_incrementally(size: int) -> None:
 
     TrackerFeaturizer._create_states = staticmethod(_create_states)
     RulePolicy._predict = _predict
+
+
+def _tracker_copies_from_kept_replays(size: int) -> None:
+    """Before every action, Rasa's processor hands the action a copy of the conversation's
+    tracker, and DialogueStateTracker.copy() makes it by replaying every event into a new
+    tracker (5% of a message at 16 users, several copies a message). While the processor runs
+    an action, copies are made from a replay kept per conversation (`size` of them) that only
+    the new events are applied to, handed out as a _snapshot of it: what a replay of all events
+    gives, since the kept replay went through the same events in the same order. A tracker
+    whose earlier events are not the kept ones gets Rasa's copy, which is then kept."""
+    from rasa.core.processor import MessageProcessor
+    from rasa.shared.core.trackers import DialogueStateTracker
+
+    active = RUNNING_AN_ACTION
+    kept: OrderedDict[tuple, tuple[list, Any]] = OrderedDict()
+    original_copy = DialogueStateTracker.copy
+    run_action = MessageProcessor._run_action
+
+    def copy_tracker(self: DialogueStateTracker) -> DialogueStateTracker:
+        if not active.get() or type(self) is not DialogueStateTracker:
+            return original_copy(self)
+        key = (self.sender_id, self._max_event_history, self.is_rule_tracker)
+        events, replay = kept.pop(key, (None, None))
+        if events is not None and len(events) <= len(self.events) and _same_prefix(events, self.events) == len(events):
+            for event in itertools.islice(self.events, len(events), None):
+                replay.update(event)
+            twin = _snapshot(replay)
+        else:
+            twin = original_copy(self)
+            replay = _snapshot(twin)
+        kept[key] = (list(self.events), replay)
+        while len(kept) > size:
+            kept.popitem(last=False)
+        return twin
+
+    @functools.wraps(run_action)
+    async def _run_action(self, *args, **kwargs):
+        token = active.set(True)
+        try:
+            return await run_action(self, *args, **kwargs)
+        finally:
+            active.reset(token)
+
+    DialogueStateTracker.copy = copy_tracker
+    MessageProcessor._run_action = _run_action
 
 
 def _empty_domain_built_once() -> None:

@@ -40,6 +40,8 @@ ORIGINAL_FORMAT = RulePolicy.format_tracker_states  # Policy's, which RulePolicy
 ORIGINAL_RULE_PREDICT = RulePolicy._predict
 ORIGINAL_CREATE_STATES = TrackerFeaturizer.__dict__["_create_states"]
 ORIGINAL_IS_EMPTY = Domain.is_empty
+ORIGINAL_COPY = DialogueStateTracker.copy
+ORIGINAL_RUN_ACTION = MessageProcessor._run_action
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +59,8 @@ def installed():
     RulePolicy._predict = ORIGINAL_RULE_PREDICT
     TrackerFeaturizer._create_states = ORIGINAL_CREATE_STATES
     Domain.is_empty = ORIGINAL_IS_EMPTY
+    DialogueStateTracker.copy = ORIGINAL_COPY
+    MessageProcessor._run_action = ORIGINAL_RUN_ACTION
     speedups._installed = False
 
 
@@ -640,6 +644,55 @@ def test_kept_rule_states_are_rasas_after_every_event_of_every_kind():
         assert histories.states(tracker, domain, True) == domain.states_for_tracker_history(
             tracker, omit_unset_slots=True), i
     assert len(histories.kept) <= 4
+
+
+def everything_of(tracker) -> dict:
+    """All a tracker is: its state as Rasa serialises it, and each attribute besides."""
+    from rasa.shared.core.trackers import EventVerbosity
+
+    return {**tracker.current_state(EventVerbosity.ALL),
+            "attributes": {k: v for k, v in vars(tracker).items() if k not in ("events", "slots")},
+            "event_ids": [id(e) for e in tracker.events], "maxlen": tracker.events.maxlen,
+            "slots": {name: (type(slot), slot.value, slot.has_been_set) for name, slot in tracker.slots.items()}}
+
+
+def test_tracker_copies_for_actions_are_rasas_copies(installed):
+    """While an action runs, every copy of the tracker is what Rasa's replay of all events
+    makes, whatever was done to the copies handed out before; outside of actions, Rasa copies."""
+    from rasa.shared.core.events import ActionExecutionRejected, ActiveLoop, FollowupAction, LoopInterrupted, Restarted
+
+    domain = Domain.load(str(ROOT / "domain.yml"))
+    script = [
+        ActionExecuted("action_session_start"), SessionStarted(), ActionExecuted("action_listen"),
+        UserUttered("cek status", {"name": "check_vaccination_status", "confidence": 1.0}),
+        ActionExecuted("status_form"), ActiveLoop("status_form"), SlotSet("requested_slot", "phone_number"),
+        ActionExecuted("action_listen"), UserUttered("apa itu booster?", {"name": "faq", "confidence": 1.0}),
+        ActionExecutionRejected("status_form"), LoopInterrupted(True), ActionExecuted("utter_faq"),
+        ActionExecuted("status_form"), LoopInterrupted(False), SlotSet("phone_number", "+6281234567001"),
+        BotUttered("Kode sudah dikirim", {"buttons": []}), FollowupAction("action_show_status"),
+        ActionExecuted("action_show_status"), ActiveLoop(None), ActionExecuted("action_listen"),
+        UserUttered("mulai lagi", {"name": "restart", "confidence": 1.0}), ActionExecuted("action_restart"),
+        Restarted(), ActionExecuted("action_listen"),
+    ]
+    tracker = DialogueStateTracker("kept-replays", domain.slots)
+    tracker.model_id = "model-1"  # set by the processor, not by an event: copies do not carry it
+    token = speedups.RUNNING_AN_ACTION.set(True)
+    try:
+        for i, event in enumerate(script):
+            tracker.update(event, domain)
+            tracker.clear_followup_action() if i == 17 else None  # as the processor does, without an event
+            ours = tracker.copy()
+            assert everything_of(ours) == everything_of(ORIGINAL_COPY(tracker)), i
+            ours.update(SlotSet("phone_number", "dirusak"))  # what an action may do to its copy
+            ours.update(LoopInterrupted(True))  # changes the active loop in place
+            ours.update(ActionExecuted("action_listen"))  # replaces the latest action
+            assert everything_of(tracker.copy()) == everything_of(ORIGINAL_COPY(tracker)), i
+        behind = DialogueStateTracker("kept-replays", domain.slots)  # the same conversation, other events
+        behind.update_with_events(script[:5], domain)
+        assert everything_of(behind.copy()) == everything_of(ORIGINAL_COPY(behind))
+    finally:
+        speedups.RUNNING_AN_ACTION.reset(token)
+    assert everything_of(tracker.copy()) == everything_of(ORIGINAL_COPY(tracker))
 
 
 def test_rule_states_are_formatted_for_debug_logs_only(installed, caplog):
