@@ -708,3 +708,21 @@ def test_a_domain_is_empty_exactly_when_rasa_says_so(installed):
     for domain in (Domain.empty(), Domain.from_dict({}), ours, Domain.from_dict({"intents": ["greet"]})):
         assert domain.is_empty() == ORIGINAL_IS_EMPTY(domain)
     assert Domain.empty().is_empty() and not ours.is_empty()
+
+
+def test_the_start_up_heap_is_left_out_of_garbage_collection_once_the_model_is_loaded(monkeypatch):
+    import gc
+
+    loaded = object()
+
+    async def load_agent_on_start(*args, **kwargs):
+        assert gc.get_freeze_count() == 0  # not before the model is loaded
+        return loaded
+
+    monkeypatch.setattr(rasa_run, "load_agent_on_start", load_agent_on_start)
+    speedups._garbage_collection_without_the_start_up_heap()
+    try:
+        assert asyncio.run(rasa_run.load_agent_on_start("model", None, None, None, None)) is loaded
+        assert gc.get_freeze_count() > 10_000
+    finally:
+        gc.unfreeze()
