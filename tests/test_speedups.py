@@ -720,9 +720,12 @@ def test_the_start_up_heap_is_left_out_of_garbage_collection_once_the_model_is_l
         return loaded
 
     monkeypatch.setattr(rasa_run, "load_agent_on_start", load_agent_on_start)
+    thresholds = gc.get_threshold()
     speedups._garbage_collection_without_the_start_up_heap()
     try:
         assert asyncio.run(rasa_run.load_agent_on_start("model", None, None, None, None)) is loaded
         assert gc.get_freeze_count() > 10_000
+        assert gc.get_threshold()[0] == speedups.YOUNG_COLLECTION_THRESHOLD
     finally:
         gc.unfreeze()
+        gc.set_threshold(*thresholds)
