@@ -46,6 +46,7 @@ def install() -> None:
     replays = int(os.environ.get("REPLAY_CACHE_SIZE", "512"))
     _rule_states_incrementally(replays)
     if replays > 0:
+        _applied_events_from_kept_folds(replays)
         _tracker_copies_from_kept_replays(replays)
     _empty_domain_built_once()
     if os.environ.get("GC_FREEZE", "1") != "0":
@@ -254,15 +255,23 @@ def _format_rule_states_only_for_debug_logs() -> None:
     rule_policy.RulePolicy.format_tracker_states = staticmethod(format_tracker_states)
 
 
-class _History:
-    """What is kept of one conversation between predictions (see _Histories)."""
+class _Fold:
+    """What is kept of one conversation's applied events between calls (see _Folds)."""
 
-    __slots__ = ("events", "loop_names", "applied", "replayed", "replay", "states", "checkpoints")
+    __slots__ = ("events", "loop_names", "applied")
 
     def __init__(self) -> None:
         self.events: list = []  # the tracker's events folded into `applied`
         self.loop_names: set = set()
         self.applied: list = []  # DialogueStateTracker.applied_events() of `events`
+
+
+class _History:
+    """What is kept of one conversation's states between predictions (see _Histories)."""
+
+    __slots__ = ("replayed", "replay", "states", "checkpoints")
+
+    def __init__(self) -> None:
         self.replayed: list = []  # the applied events `replay` went through
         self.replay: Any = None
         self.states: list = []  # before each action of `replayed`, then after its last event
@@ -291,27 +300,21 @@ def _snapshot(tracker: Any) -> Any:
     return twin
 
 
-class _Histories:
-    """The RulePolicy predicts from the states of the whole conversation. Rasa makes them at
-    every prediction (several per message, each on a longer conversation) from the start: it
-    folds all events into the applied ones (undos, restarts and a form's earlier turns taken
-    out), then replays those into a new tracker and reads a state before each action. That was
-    a tenth of a message at 16 users.
-    Here, per conversation (`size` of them), what the last prediction made is kept: the fold
-    goes on with the new events only, and the replay with the applied events that are new;
-    where applied events were taken out (a form's turn folded into its previous run, an undo),
-    the replay restarts from the last copy of it kept before an `action_listen` at or before
-    the first change. Anything else (a form's name seen for the first time, a tracker whose
-    earlier events are other objects) starts from the beginning, as Rasa does. The fold repeats Rasa 3.6.21's
-    DialogueStateTracker.applied_events, with its own helpers; tests/test_speedups.py checks
-    both lists after every kind of event."""
-
-    CHECKPOINTS = 3  # kept per conversation,
-    WINDOW = 16  # among the last applied events: a form's turn folds away only the latest ones
+class _Folds:
+    """Rasa finds a conversation's applied events (DialogueStateTracker.applied_events: the
+    events with undone ones, earlier sessions and a form's earlier turns taken out) by folding
+    every event from the first, several times a message: to check the session, to find the
+    last event of a kind, to make the RulePolicy's states. Here the fold of the last call is
+    kept per conversation (`size` of them) and goes on with the new events only; when the
+    events folded before are not the first of the tracker's (another tracker, a full window of
+    max_event_history), or a new event names a form not seen before (a loop's name decides how
+    the earlier runs of that action fold), it starts from the first event, as Rasa does. The
+    fold repeats Rasa 3.6.21's loop with its own helpers; tests/test_speedups.py checks the
+    result after every kind of event."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self.kept: OrderedDict[tuple, _History] = OrderedDict()
+        self.kept: OrderedDict[tuple, _Fold] = OrderedDict()
 
     @staticmethod
     def _fold(tracker: Any, events: Any, loop_names: set, applied: list) -> None:
@@ -332,9 +335,13 @@ class _Histories:
             else:
                 applied.append(event)
 
-    def applied_events(self, tracker: Any, history: _History) -> list:
+    def applied_events(self, tracker: Any) -> list:
+        """The tracker's applied events, as Rasa's DialogueStateTracker.applied_events finds
+        them; the list is kept: callers that change it must copy it."""
         from rasa.shared.core.events import ActiveLoop
 
+        key = (tracker.sender_id, tracker.events.maxlen)
+        history = self.kept.pop(key, None) or _Fold()
         events = tracker.events
         folded = len(history.events)
         new = list(itertools.islice(events, folded, None)) if folded <= len(events) else None
@@ -345,7 +352,30 @@ class _Histories:
             history.applied, new = [], list(events)
         self._fold(tracker, new, history.loop_names, history.applied)
         history.events = list(events)
+        self.kept[key] = history
+        while len(self.kept) > self.size:
+            self.kept.popitem(last=False)
         return history.applied
+
+
+class _Histories:
+    """The RulePolicy predicts from the states of the whole conversation. Rasa makes them at
+    every prediction (several per message, each on a longer conversation) from the start: it
+    replays the applied events into a new tracker and reads a state before each action. That
+    was a tenth of a message at 16 users, with the fold into applied events (see _Folds).
+    Here, per conversation (`size` of them), what the last prediction made is kept, and the
+    replay goes on with the applied events that are new; where applied events were taken out
+    (a form's turn folded into its previous run, an undo), it restarts from the last copy of it
+    kept before an `action_listen` at or before the first change. Anything else (a tracker
+    whose earlier events are other objects) starts from the beginning, as Rasa does.
+    tests/test_speedups.py compares the states with Rasa's after every kind of event."""
+
+    CHECKPOINTS = 3  # kept per conversation,
+    WINDOW = 16  # among the last applied events: a form's turn folds away only the latest ones
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.kept: OrderedDict[tuple, _History] = OrderedDict()
 
     def states(self, tracker: Any, domain: Any, omit_unset_slots: bool) -> list:
         from rasa.shared.core.constants import ACTION_LISTEN_NAME
@@ -354,7 +384,7 @@ class _Histories:
         key = (tracker.sender_id, id(domain), omit_unset_slots, tracker.is_rule_tracker,
                tracker._max_event_history)
         history = self.kept.pop(key, None) or _History()
-        applied = self.applied_events(tracker, history)
+        applied = tracker.applied_events()
         same = _same_prefix(history.replayed, applied)
         if history.replay is not None and same == len(history.replayed):
             replay, states, start = history.replay, history.states[:-1], same
@@ -382,6 +412,23 @@ class _Histories:
         while len(self.kept) > self.size:
             self.kept.popitem(last=False)
         return states
+
+
+def _applied_events_from_kept_folds(size: int) -> None:
+    """DialogueStateTracker.applied_events from _Folds (Rasa's own for its subclasses, such as
+    the training trackers); each caller gets its own list, as from Rasa."""
+    from rasa.shared.core.trackers import DialogueStateTracker
+
+    folds = _Folds(size)
+    original = DialogueStateTracker.applied_events
+
+    @functools.wraps(original)
+    def applied_events(self: DialogueStateTracker) -> list:
+        if type(self) is not DialogueStateTracker:
+            return original(self)
+        return list(folds.applied_events(self))
+
+    DialogueStateTracker.applied_events = applied_events
 
 
 def _copy_states(states: list) -> list:

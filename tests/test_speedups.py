@@ -41,6 +41,7 @@ ORIGINAL_RULE_PREDICT = RulePolicy._predict
 ORIGINAL_CREATE_STATES = TrackerFeaturizer.__dict__["_create_states"]
 ORIGINAL_IS_EMPTY = Domain.is_empty
 ORIGINAL_COPY = DialogueStateTracker.copy
+ORIGINAL_APPLIED = DialogueStateTracker.applied_events
 ORIGINAL_RUN_ACTION = MessageProcessor._run_action
 
 
@@ -60,6 +61,7 @@ def installed():
     TrackerFeaturizer._create_states = ORIGINAL_CREATE_STATES
     Domain.is_empty = ORIGINAL_IS_EMPTY
     DialogueStateTracker.copy = ORIGINAL_COPY
+    DialogueStateTracker.applied_events = ORIGINAL_APPLIED
     MessageProcessor._run_action = ORIGINAL_RUN_ACTION
     speedups._installed = False
 
@@ -597,13 +599,14 @@ def test_rule_states_computed_once_and_kept_give_the_same_predictions(installed,
     assert {turn[2][1] for turn in once} == {"RulePolicy"}
 
 
-def test_kept_rule_states_are_rasas_after_every_event_of_every_kind():
+def test_kept_rule_states_are_rasas_after_every_event_of_every_kind(monkeypatch):
     """After each event of a conversation that goes through forms, an interruption, a rejected
     action, undos, a restart and a new session, and between two trackers of one conversation:
     the applied events and the states are those Rasa makes from the start."""
     from rasa.shared.core.events import (ActionExecutionRejected, ActionReverted, ActiveLoop, LoopInterrupted,
                                          Restarted, UserUtteranceReverted)
 
+    monkeypatch.setattr(DialogueStateTracker, "applied_events", ORIGINAL_APPLIED)  # Rasa's, as reference
     domain = Domain.load(str(ROOT / "domain.yml"))
     histories = speedups._Histories(size=4)
 
@@ -632,11 +635,12 @@ def test_kept_rule_states_are_rasas_after_every_event_of_every_kind():
     ]
     tracker = DialogueStateTracker("kept-states", domain.slots)
     other = DialogueStateTracker("kept-states", domain.slots)  # the same conversation, behind
-    folded = speedups._History()
+    folds = speedups._Folds(size=4)
     for i, event in enumerate(script):
         tracker.update(event, domain)
-        assert [id(e) for e in histories.applied_events(tracker, folded)] == [
-            id(e) for e in tracker.applied_events()], i
+        assert [id(e) for e in folds.applied_events(tracker)] == [id(e) for e in ORIGINAL_APPLIED(tracker)], i
+        if i % 5 == 0:  # another conversation in between
+            assert folds.applied_events(DialogueStateTracker("someone-else", domain.slots)) == []
         assert histories.states(tracker, domain, False) == domain.states_for_tracker_history(tracker), i
         if i % 7 == 0:  # the same conversation's other tracker, a few events behind, in between
             other.update_with_events(script[len(other.events):i - 2] if i > 2 else [], domain)
