@@ -45,6 +45,8 @@ LEFT_TO_DEFAULT = {
     "WHATSAPP_DEDUPE_DAYS": "7, Meta's redelivery window",
     "NLU_CACHE_SIZE": "4096 texts per Rasa process (docs/performance.md)",
     "TRACKER_CACHE_SIZE": "512 conversations per Rasa process",
+    "REPLAY_CACHE_SIZE": "512 conversations per Rasa process (docs/performance.md)",
+    "GC_FREEZE": "on: start-up objects left out of garbage collection (docs/performance.md)",
     "TRACKER_SYNCHRONOUS_COMMIT": "off for conversation events only (docs/performance.md)",
 }
 # Read only by the development launcher (tools/stack.py), never in a container.

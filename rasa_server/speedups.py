@@ -341,21 +341,21 @@ class _Folds:
         from rasa.shared.core.events import ActiveLoop
 
         key = (tracker.sender_id, tracker.events.maxlen)
-        history = self.kept.pop(key, None) or _Fold()
+        fold = self.kept.pop(key, None) or _Fold()
         events = tracker.events
-        folded = len(history.events)
+        folded = len(fold.events)
         new = list(itertools.islice(events, folded, None)) if folded <= len(events) else None
         new_names = {e.name for e in new or () if isinstance(e, ActiveLoop) and e.name}
-        if new is None or not new_names <= history.loop_names or _same_prefix(history.events, events) < folded:
+        if new is None or not new_names <= fold.loop_names or _same_prefix(fold.events, events) < folded:
             # From the start: a loop name decides how the earlier runs of that action fold.
-            history.loop_names = {e.name for e in events if isinstance(e, ActiveLoop) and e.name}
-            history.applied, new = [], list(events)
-        self._fold(tracker, new, history.loop_names, history.applied)
-        history.events = list(events)
-        self.kept[key] = history
+            fold.loop_names = {e.name for e in events if isinstance(e, ActiveLoop) and e.name}
+            fold.applied, new = [], list(events)
+        self._fold(tracker, new, fold.loop_names, fold.applied)
+        fold.events = list(events)
+        self.kept[key] = fold
         while len(self.kept) > self.size:
             self.kept.popitem(last=False)
-        return history.applied
+        return fold.applied
 
 
 class _Histories:
@@ -407,7 +407,7 @@ class _Histories:
                 states.append(domain._clean_state(domain.get_active_state(replay, omit_unset_slots)))
             replay.update(event)
         states.append(domain._clean_state(domain.get_active_state(replay, omit_unset_slots)))
-        history.replayed, history.replay, history.states = list(applied), replay, states
+        history.replayed, history.replay, history.states = applied, replay, states  # a list of its own
         self.kept[key] = history
         while len(self.kept) > self.size:
             self.kept.popitem(last=False)
