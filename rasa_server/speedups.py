@@ -26,6 +26,26 @@ RASA_VERSION = "3.6.21"
 # Set while Rasa's processor runs an action (_tracker_copies_from_kept_replays).
 RUNNING_AN_ACTION: contextvars.ContextVar[bool] = contextvars.ContextVar("running_an_action", default=False)
 _installed = False
+_ABSENT = object()
+# What install() replaced, in order: (class or module, attribute, what its __dict__ held).
+_originals: list[tuple[Any, str, Any]] = []
+
+
+def _patch(owner: Any, name: str, value: Any) -> None:
+    _originals.append((owner, name, owner.__dict__.get(name, _ABSENT)))
+    setattr(owner, name, value)
+
+
+def uninstall() -> None:
+    """Put back everything install() replaced, last first (for tests)."""
+    global _installed
+    while _originals:
+        owner, name, value = _originals.pop()
+        if value is _ABSENT:
+            delattr(owner, name)
+        else:
+            setattr(owner, name, value)
+    _installed = False
 
 
 def install() -> None:
@@ -95,7 +115,7 @@ def _validate_action_result_once() -> None:
                 return original(self, result)
         return True
 
-    RemoteAction._validate_action_result = validate
+    _patch(RemoteAction, "_validate_action_result", validate)
 
 
 def _event_types_by_name() -> None:
@@ -118,7 +138,7 @@ def _event_types_by_name() -> None:
             return cls
         return original(type_name, default)
 
-    events.Event.resolve_by_type = staticmethod(resolve_by_type)
+    _patch(events.Event, "resolve_by_type", staticmethod(resolve_by_type))
 
 
 # Only texts that carry no personal data are kept: at most one digit (no NIK, phone number, code,
@@ -154,7 +174,7 @@ def _cache_parses(size: int) -> None:
         cache.move_to_end(key)
         return copy.deepcopy(found)
 
-    MessageProcessor._parse_message_with_graph = parse
+    _patch(MessageProcessor, "_parse_message_with_graph", parse)
 
 
 def dumps(value: Any) -> str:
@@ -236,8 +256,8 @@ def _keep_connections_open() -> None:
             await kept.pop(key).close()
         await original_close(app, loop)
 
-    EndpointConfig.request = request
-    run.close_resources = close_resources
+    _patch(EndpointConfig, "request", request)
+    _patch(run, "close_resources", close_resources)
 
 
 def _format_rule_states_only_for_debug_logs() -> None:
@@ -252,7 +272,7 @@ def _format_rule_states_only_for_debug_logs() -> None:
     def format_tracker_states(states: list[dict]) -> str:
         return original(states) if debug_log.isEnabledFor(logging.DEBUG) else ""
 
-    rule_policy.RulePolicy.format_tracker_states = staticmethod(format_tracker_states)
+    _patch(rule_policy.RulePolicy, "format_tracker_states", staticmethod(format_tracker_states))
 
 
 class _Fold:
@@ -349,9 +369,9 @@ class _Folds:
         if new is None or not new_names <= fold.loop_names or _same_prefix(fold.events, events) < folded:
             # From the start: a loop name decides how the earlier runs of that action fold.
             fold.loop_names = {e.name for e in events if isinstance(e, ActiveLoop) and e.name}
-            fold.applied, new = [], list(events)
+            fold.applied, fold.events, new = [], [], list(events)
         self._fold(tracker, new, fold.loop_names, fold.applied)
-        fold.events = list(events)
+        fold.events.extend(new)
         self.kept[key] = fold
         while len(self.kept) > self.size:
             self.kept.popitem(last=False)
@@ -428,7 +448,7 @@ def _applied_events_from_kept_folds(size: int) -> None:
             return original(self)
         return list(folds.applied_events(self))
 
-    DialogueStateTracker.applied_events = applied_events
+    _patch(DialogueStateTracker, "applied_events", applied_events)
 
 
 def _copy_states(states: list) -> list:
@@ -478,8 +498,8 @@ def _rule_states_incrementally(size: int) -> None:
         finally:
             memo.reset(token)
 
-    TrackerFeaturizer._create_states = staticmethod(_create_states)
-    RulePolicy._predict = _predict
+    _patch(TrackerFeaturizer, "_create_states", staticmethod(_create_states))
+    _patch(RulePolicy, "_predict", _predict)
 
 
 def _tracker_copies_from_kept_replays(size: int) -> None:
@@ -493,38 +513,38 @@ def _tracker_copies_from_kept_replays(size: int) -> None:
     from rasa.core.processor import MessageProcessor
     from rasa.shared.core.trackers import DialogueStateTracker
 
-    active = RUNNING_AN_ACTION
     kept: OrderedDict[tuple, tuple[list, Any]] = OrderedDict()
     original_copy = DialogueStateTracker.copy
     run_action = MessageProcessor._run_action
 
     def copy_tracker(self: DialogueStateTracker) -> DialogueStateTracker:
-        if not active.get() or type(self) is not DialogueStateTracker:
+        if not RUNNING_AN_ACTION.get() or type(self) is not DialogueStateTracker:
             return original_copy(self)
         key = (self.sender_id, self._max_event_history, self.is_rule_tracker)
         events, replay = kept.pop(key, (None, None))
         if events is not None and len(events) <= len(self.events) and _same_prefix(events, self.events) == len(events):
             for event in itertools.islice(self.events, len(events), None):
+                events.append(event)
                 replay.update(event)
             twin = _snapshot(replay)
         else:
             twin = original_copy(self)
-            replay = _snapshot(twin)
-        kept[key] = (list(self.events), replay)
+            events, replay = list(self.events), _snapshot(twin)
+        kept[key] = (events, replay)
         while len(kept) > size:
             kept.popitem(last=False)
         return twin
 
     @functools.wraps(run_action)
     async def _run_action(self, *args, **kwargs):
-        token = active.set(True)
+        token = RUNNING_AN_ACTION.set(True)
         try:
             return await run_action(self, *args, **kwargs)
         finally:
-            active.reset(token)
+            RUNNING_AN_ACTION.reset(token)
 
-    DialogueStateTracker.copy = copy_tracker
-    MessageProcessor._run_action = _run_action
+    _patch(DialogueStateTracker, "copy", copy_tracker)
+    _patch(MessageProcessor, "_run_action", _run_action)
 
 
 YOUNG_COLLECTION_THRESHOLD = 20_000
@@ -555,7 +575,7 @@ def _garbage_collection_without_the_start_up_heap() -> None:
         logger.debug("%d objects of the start-up left out of garbage collection", gc.get_freeze_count())
         return agent
 
-    run.load_agent_on_start = load_agent_on_start
+    _patch(run, "load_agent_on_start", load_agent_on_start)
 
 
 def _empty_domain_built_once() -> None:
@@ -569,7 +589,7 @@ def _empty_domain_built_once() -> None:
     def is_empty(self: Domain) -> bool:
         return self.as_dict() == empty
 
-    Domain.is_empty = is_empty
+    _patch(Domain, "is_empty", is_empty)
 
 
 def _run_graphs_in_order() -> None:
@@ -621,7 +641,7 @@ def _run_graphs_in_order() -> None:
         except RuntimeError as e:
             raise GraphRunError("Error running runner.") from e
 
-    DaskGraphRunner.run = run
+    _patch(DaskGraphRunner, "run", run)
 
 
 def _build_models_eagerly() -> None:
@@ -648,4 +668,4 @@ def _build_models_eagerly() -> None:
             model.run_inference(predict_data_example)
         return model
 
-    RasaModel.load = classmethod(load)
+    _patch(RasaModel, "load", classmethod(load))

@@ -33,8 +33,6 @@ from tools.stack import ROOT, tracker_env
 ORIGINAL_VALIDATE = RemoteAction._validate_action_result
 ORIGINAL_RESOLVE = events.Event.resolve_by_type
 ORIGINAL_PARSE = MessageProcessor._parse_message_with_graph
-ORIGINAL_REQUEST = EndpointConfig.request
-ORIGINAL_CLOSE = rasa_run.close_resources
 ORIGINAL_RUN = DaskGraphRunner.run
 ORIGINAL_FORMAT = RulePolicy.format_tracker_states  # Policy's, which RulePolicy inherits
 ORIGINAL_RULE_PREDICT = RulePolicy._predict
@@ -42,28 +40,13 @@ ORIGINAL_CREATE_STATES = TrackerFeaturizer.__dict__["_create_states"]
 ORIGINAL_IS_EMPTY = Domain.is_empty
 ORIGINAL_COPY = DialogueStateTracker.copy
 ORIGINAL_APPLIED = DialogueStateTracker.applied_events
-ORIGINAL_RUN_ACTION = MessageProcessor._run_action
 
 
 @pytest.fixture(scope="module")
 def installed():
     speedups.install()
     yield
-    RemoteAction._validate_action_result = ORIGINAL_VALIDATE
-    events.Event.resolve_by_type = staticmethod(ORIGINAL_RESOLVE)
-    MessageProcessor._parse_message_with_graph = ORIGINAL_PARSE
-    EndpointConfig.request = ORIGINAL_REQUEST
-    rasa_run.close_resources = ORIGINAL_CLOSE
-    DaskGraphRunner.run = ORIGINAL_RUN
-    if "format_tracker_states" in RulePolicy.__dict__:
-        del RulePolicy.format_tracker_states
-    RulePolicy._predict = ORIGINAL_RULE_PREDICT
-    TrackerFeaturizer._create_states = ORIGINAL_CREATE_STATES
-    Domain.is_empty = ORIGINAL_IS_EMPTY
-    DialogueStateTracker.copy = ORIGINAL_COPY
-    DialogueStateTracker.applied_events = ORIGINAL_APPLIED
-    MessageProcessor._run_action = ORIGINAL_RUN_ACTION
-    speedups._installed = False
+    speedups.uninstall()
 
 
 GOOD_REPLIES = [
@@ -724,6 +707,7 @@ def test_the_start_up_heap_is_left_out_of_garbage_collection_once_the_model_is_l
         return loaded
 
     monkeypatch.setattr(rasa_run, "load_agent_on_start", load_agent_on_start)
+    monkeypatch.setattr(speedups, "_originals", [])  # this test's patch is undone by monkeypatch
     thresholds = gc.get_threshold()
     speedups._garbage_collection_without_the_start_up_heap()
     try:
