@@ -25,7 +25,9 @@ from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import ActionExecuted, BotUttered, SessionStarted, SlotSet, UserUttered
 from rasa.shared.core.trackers import DialogueStateTracker
 from rasa.shared.utils.common import all_subclasses
+from rasa.shared.nlu.training_data.features import Features
 from rasa.utils.endpoints import ClientResponseError, EndpointConfig
+from rasa.utils.tensorflow.models import RasaModel
 
 from rasa_server import speedups
 from tools.stack import ROOT, tracker_env
@@ -40,6 +42,8 @@ ORIGINAL_CREATE_STATES = TrackerFeaturizer.__dict__["_create_states"]
 ORIGINAL_IS_EMPTY = Domain.is_empty
 ORIGINAL_COPY = DialogueStateTracker.copy
 ORIGINAL_APPLIED = DialogueStateTracker.applied_events
+ORIGINAL_RASA_PREDICT = RasaModel._rasa_predict
+ORIGINAL_COMBINE_SPARSE = Features._combine_sparse_features
 
 
 @pytest.fixture(scope="module")
@@ -568,6 +572,73 @@ def test_graphs_run_in_order_give_what_dask_gave(installed, agent):
         DaskGraphRunner.run, dask.get = patched, dask_get
     assert in_order == through_dask
     assert len({turn[1][0] for turn in in_order}) > 3  # several different actions were predicted
+
+
+UNCACHED_TEXTS = ["081234567001", "0812 3456 7002", "+6281234567003", "123456", "kode saya 654321",
+                  "warga@example.com", "ganti email ke budi.santoso@contoh.co.id", "3171014501900001",
+                  "apa itu booster?", "sertifikat saya kok belum muncul padahal sudah vaksin dua kali di "
+                  "puskesmas kecamatan bulan lalu, tolong dicek ya kak", "x", "🙏", "halo", "2", "batal"]
+
+
+def parses(agent, texts) -> list:
+    async def parse_all():
+        return [await agent.processor.parse_message(UserMessage(text)) for text in texts]
+
+    cached_parse = MessageProcessor._parse_message_with_graph
+    MessageProcessor._parse_message_with_graph = ORIGINAL_PARSE  # every message through the graph
+    try:
+        return asyncio.run(parse_all())
+    finally:
+        MessageProcessor._parse_message_with_graph = cached_parse
+
+
+def test_nlu_through_the_concrete_function_and_joined_features_parses_as_rasa(installed, agent, monkeypatch):
+    """Every message parsed with DIET and the FAQ selector called through their concrete
+    functions and the sparse features joined directly, and Rasa's way: the same intents, rankings
+    and confidences to the last bit, entities and FAQ answers; and the tf.function's own lookup
+    was not used once the concrete function was known."""
+    from tensorflow.python.eager.polymorphic_function.polymorphic_function import Function
+
+    texts = UNCACHED_TEXTS + ["pertanyaan: vaksin booster itu apa sih?"]
+    with monkeypatch.context() as rasas_way:
+        rasas_way.setattr(RasaModel, "_rasa_predict", ORIGINAL_RASA_PREDICT)
+        rasas_way.setattr(Features, "_combine_sparse_features", ORIGINAL_COMBINE_SPARSE)
+        expected = parses(agent, texts)
+    parses(agent, texts[:1])  # the concrete function is kept after a call
+    lookups = []
+    original_call = Function.__call__
+
+    def counted(self, *args, **kwargs):
+        lookups.append(self)
+        return original_call(self, *args, **kwargs)
+
+    monkeypatch.setattr(Function, "__call__", counted)
+    assert parses(agent, texts) == expected
+    assert lookups == []
+    assert any(parsed["intent"]["name"] == "faq" and parsed["response_selector"]["faq"]["response"]["intent_response_key"]
+               for parsed in expected)  # the FAQ selector's network ran too
+    assert any(parsed["entities"] for parsed in expected)
+
+
+@pytest.mark.parametrize("dtypes", [("float32", "float32"), ("float64", "float32"), ("int64", "float32"),
+                                    ("float32", "int32")])
+def test_two_coo_matrices_join_as_scipys_hstack_joins_them(dtypes):
+    import numpy as np
+    import scipy.sparse
+
+    random = np.random.default_rng(7)
+    for rows, left_cols, right_cols, density in [(1, 5, 3, 0.5), (7, 40, 900, 0.05), (3, 4, 2, 0.0),
+                                                 (12, 70000, 40000, 0.00005), (4, 0, 6, 0.3)]:
+        left = scipy.sparse.random(rows, left_cols, density, format="coo", dtype=dtypes[0], random_state=random)
+        right = scipy.sparse.random(rows, right_cols, density, format="coo", dtype=dtypes[1], random_state=random)
+        right.row = right.row.astype(np.int64)  # index arrays of another dtype than left's
+        expected = scipy.sparse.hstack([left, right])
+        joined = speedups.hstack_coo(left, right)
+        assert joined.format == expected.format == "coo"
+        assert joined.shape == expected.shape and joined.dtype == expected.dtype
+        for part in ("data", "row", "col"):
+            assert getattr(joined, part).dtype == getattr(expected, part).dtype
+            assert np.array_equal(getattr(joined, part), getattr(expected, part))
 
 
 def test_rule_states_computed_once_and_kept_give_the_same_predictions(installed, agent):
