@@ -19,7 +19,8 @@ Lighter per message than Rasa's own, same rows and same order (profiled in docs/
   itself may lose the last fraction of a second of conversation, never corrupt it, and the
   records that matter (codes, changes of data, audit, tickets) are written by the backend with
   full durability;
-- events are written as JSON by orjson (rasa_server/speedups.py);
+- events are written as JSON by orjson (rasa_server/speedups.py), and each event keeps the JSON
+  it was stored (or read) as, which the calls to the action server send as it is;
 - saving inserts the new events in one statement, not one INSERT ... RETURNING per event
   through the ORM's unit of work;
 - to find which events are new, Rasa's save() counts the stored events of the session again. A
@@ -48,7 +49,7 @@ from rasa.core.tracker_store import SQLTrackerStore, create_engine_kwargs
 from rasa.shared.core.trackers import DialogueStateTracker
 from rasa.shared.nlu.constants import INTENT_NAME_KEY
 
-from rasa_server.speedups import dumps
+from rasa_server.speedups import dumps, remember_json
 
 
 NOTHING_STORED_SIZE = 1024
@@ -143,7 +144,8 @@ class StrictSQLTrackerStore(SQLTrackerStore):
             if recent is not None:
                 return recent
         sql = self._sql_all_sessions if fetch_events_from_all_sessions else self._sql_latest_session
-        events = [json.loads(data) for (data,) in self._rows(sql, {"sender_id": sender_id})]
+        texts = [data for (data,) in self._rows(sql, {"sender_id": sender_id})]
+        events = [json.loads(data) for data in texts]
         if not events:
             self._note_nothing_stored(sender_id)
             return None
@@ -151,6 +153,9 @@ class StrictSQLTrackerStore(SQLTrackerStore):
         if not self.domain:
             return None
         tracker = DialogueStateTracker.from_dict(sender_id, events, self.domain.slots)
+        if len(tracker.events) == len(texts):  # none left out as unreadable: each has its JSON
+            for event, text in zip(tracker.events, texts):
+                remember_json(event, text)
         if not fetch_events_from_all_sessions and tracker.events.maxlen is None:
             tracker._events_in_store = len(events)
         return tracker
@@ -184,13 +189,15 @@ class StrictSQLTrackerStore(SQLTrackerStore):
         rows = []
         for event in new:
             data = event.as_dict()
+            text = dumps(data)
+            remember_json(event, text)  # sent as it is in calls to the action server
             rows.append({
                 "sender_id": tracker.sender_id,
                 "type_name": event.type_name,
                 "timestamp": data.get("timestamp"),
                 "intent_name": data.get("parse_data", {}).get("intent", {}).get(INTENT_NAME_KEY),
                 "action_name": data.get("name"),
-                "data": dumps(data),
+                "data": text,
             })
         if not rows:
             self._stored(tracker)

@@ -63,6 +63,7 @@ def install() -> None:
     _predict_through_the_concrete_function()
     _sparse_features_joined_directly()
     _keep_connections_open()
+    _action_calls_with_stored_events()
     _run_graphs_in_order()
     _format_rule_states_only_for_debug_logs()
     replays = int(os.environ.get("REPLAY_CACHE_SIZE", "512"))
@@ -181,12 +182,88 @@ def _cache_parses(size: int) -> None:
 
 def dumps(value: Any) -> str:
     """JSON text, as json.dumps writes it for what Rasa sends, ten times faster (orjson: compact,
-    UTF-8 rather than \\u escapes, both the same JSON to a reader). What orjson refuses (a key
-    that is not a string, say) goes to json.dumps as before."""
+    UTF-8 rather than \\u escapes, both the same JSON to a reader)."""
+    return dumps_bytes(value).decode()
+
+
+def dumps_bytes(value: Any) -> bytes:
+    """dumps() as UTF-8 bytes. Keys that are not strings and numpy values are rare: orjson's
+    options for them (which double its time) are used only when plain orjson refuses a value;
+    what orjson refuses even then (an integer beyond 64 bits, say) goes to json.dumps."""
     try:
-        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY).decode()
+        return orjson.dumps(value)
     except TypeError:
-        return json.dumps(value)
+        pass
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY)
+    except TypeError:
+        return json.dumps(value).encode()
+
+
+# An event's JSON as the tracker store wrote it (or read it), kept on the event with the
+# timestamp it had then: Rasa gives an event a new timestamp when it logs one that a form had
+# put on a temporary copy of the conversation first, and that must not be sent stale.
+_STORED_JSON = "_json_as_stored"
+
+
+def remember_json(event: Any, text: str) -> None:
+    """The event's JSON as stored (by backend/tracker_store.py), for the calls to the action
+    server that send it again (_action_calls_with_stored_events)."""
+    event.__dict__[_STORED_JSON] = (event.timestamp, text)
+
+
+def stored_json(event: Any) -> Optional[str]:
+    kept = event.__dict__.get(_STORED_JSON)
+    if kept is None or kept[0] != event.timestamp:
+        return None
+    return kept[1]
+
+
+class ActionCall(dict):
+    """Rasa's call to the action server (the same dict), with its JSON written already."""
+
+    body: bytes
+
+
+def _action_calls_with_stored_events() -> None:
+    """Each call to the action server sends the whole conversation, so Rasa turned every event
+    into a dict and JSON again for every call (two or three per message): a conversation of 100
+    events is 37 kB. The events the tracker store has stored carry the JSON it wrote for them;
+    those go into the body as that JSON (orjson.Fragment), only the events of the current
+    message are written anew. The dict is Rasa's, the JSON the same. A body orjson cannot write
+    goes Rasa's way."""
+    from rasa.core.actions.action import RemoteAction
+    from rasa.shared.core.trackers import EventVerbosity
+
+    original = RemoteAction._action_call_format
+
+    @functools.wraps(original)
+    def _action_call_format(self: RemoteAction, tracker: Any, domain: Any) -> dict[str, Any]:
+        state = tracker.current_state(EventVerbosity.NONE)  # all but the events
+        events = []
+        for event in tracker.events:
+            text = stored_json(event)
+            events.append(event.as_dict() if text is None else orjson.Fragment(text))
+        state["events"] = events
+        call = ActionCall(original(self, _NoEvents(tracker, state), domain))
+        try:
+            call.body = orjson.dumps(call)
+        except TypeError:
+            return original(self, tracker, domain)
+        return call
+
+    _patch(RemoteAction, "_action_call_format", _action_call_format)
+
+
+class _NoEvents:
+    """A tracker for Rasa's _action_call_format that gives the state already made."""
+
+    def __init__(self, tracker: Any, state: dict[str, Any]) -> None:
+        self.sender_id = tracker.sender_id
+        self._state = state
+
+    def current_state(self, event_verbosity: Any) -> dict[str, Any]:
+        return self._state
 
 
 def _keep_connections_open() -> None:
@@ -219,7 +296,7 @@ def _keep_connections_open() -> None:
                     if endpoint.basic_auth else None)
             session = aiohttp.ClientSession(
                 headers=endpoint.headers, auth=auth, timeout=aiohttp.ClientTimeout(total=DEFAULT_REQUEST_TIMEOUT),
-                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=2), json_serialize=dumps)
+                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=2))
             kept[key] = session
         return session
 
@@ -233,6 +310,9 @@ def _keep_connections_open() -> None:
             headers.update(kwargs.pop("headers"))
         if self.headers:
             headers.update(self.headers)
+        if "json" in kwargs:  # written here, as bytes (aiohttp would write a str, then encode it)
+            call = kwargs.pop("json")
+            kwargs["data"] = call.body if isinstance(call, ActionCall) else dumps_bytes(call)
         sslcontext = None
         if self.cafile:
             try:

@@ -44,6 +44,7 @@ ORIGINAL_COPY = DialogueStateTracker.copy
 ORIGINAL_APPLIED = DialogueStateTracker.applied_events
 ORIGINAL_RASA_PREDICT = RasaModel._rasa_predict
 ORIGINAL_COMBINE_SPARSE = Features._combine_sparse_features
+ORIGINAL_ACTION_CALL_FORMAT = RemoteAction._action_call_format
 
 
 @pytest.fixture(scope="module")
@@ -511,6 +512,49 @@ def test_calls_to_an_endpoint_reuse_one_connection_and_keep_rasas_behaviour(inst
     assert seen[0][1:] == ("Bearer t", "q", body)
 
 
+def test_action_calls_send_stored_events_as_stored_and_the_same_json_as_rasa(installed, store, database_url):
+    """After each event of every_kind_of_event(), saved and read back now and then (from the
+    store's memory and from the database): the body sent to the action server is the JSON of
+    Rasa's dict, with and without the domain. Events Rasa stamped anew after they were stored are
+    written anew; a body orjson cannot write goes Rasa's way."""
+    import orjson
+
+    domain = Domain.load(str(ROOT / "domain.yml"))
+    endpoint = EndpointConfig("http://127.0.0.1:9", enable_selective_domain=True)
+    actions = [RemoteAction("action_show_status", endpoint), RemoteAction("validate_status_form", endpoint)]
+    run = asyncio.run
+    sender = "speedups-action-calls"
+    tracker = DialogueStateTracker(sender, domain.slots)
+    tracker.model_id = "model-1"
+    reused = 0
+    for i, event in enumerate(every_kind_of_event()):
+        tracker.update(event, domain)
+        if i % 6 == 5:
+            run(store.save(tracker))
+            if i % 12 == 11:  # read back from the database, by another store
+                other = make_store(database_url)
+                tracker = run(other.retrieve(sender))
+                other.dispose()
+            else:
+                tracker = run(store.retrieve(sender))
+            tracker.model_id = "model-1"
+        if i == 20:  # logged once more by Rasa, with a new timestamp: its stored JSON is stale
+            stamped = [e for e in tracker.events if speedups.stored_json(e) is not None][-1]
+            stamped.timestamp += 1
+            assert speedups.stored_json(stamped) is None
+        reused = max(reused, sum(speedups.stored_json(e) is not None for e in tracker.events))
+        for action in actions:
+            call = action._action_call_format(tracker, domain)
+            assert isinstance(call, speedups.ActionCall)
+            assert orjson.loads(call.body) == json.loads(json.dumps(ORIGINAL_ACTION_CALL_FORMAT(action, tracker, domain))), i
+    assert reused > 20
+    tracker.update(SlotSet("dose", 2 ** 70), domain)  # beyond orjson's integers
+    call = actions[0]._action_call_format(tracker, domain)
+    assert not isinstance(call, speedups.ActionCall)
+    assert call == ORIGINAL_ACTION_CALL_FORMAT(actions[0], tracker, domain)
+    assert json.loads(speedups.dumps_bytes(call))["tracker"]["slots"]["dose"] == 2 ** 70
+
+
 # --- the graph runner ----------------------------------------------------------------------------
 
 
@@ -653,21 +697,16 @@ def test_rule_states_computed_once_and_kept_give_the_same_predictions(installed,
     assert {turn[2][1] for turn in once} == {"RulePolicy"}
 
 
-def test_kept_rule_states_are_rasas_after_every_event_of_every_kind(monkeypatch):
-    """After each event of a conversation that goes through forms, an interruption, a rejected
-    action, undos, a restart and a new session, and between two trackers of one conversation:
-    the applied events and the states are those Rasa makes from the start."""
+def every_kind_of_event() -> list:
+    """A conversation that goes through forms, an interruption, a rejected action, undos, a
+    restart and a new session."""
     from rasa.shared.core.events import (ActionExecutionRejected, ActionReverted, ActiveLoop, LoopInterrupted,
                                          Restarted, UserUtteranceReverted)
-
-    monkeypatch.setattr(DialogueStateTracker, "applied_events", ORIGINAL_APPLIED)  # Rasa's, as reference
-    domain = Domain.load(str(ROOT / "domain.yml"))
-    histories = speedups._Histories(size=4)
 
     def user(text, intent, entities=()):
         return UserUttered(text, {"name": intent, "confidence": 1.0}, list(entities))
 
-    script = [
+    return [
         ActionExecuted("action_session_start"), SessionStarted(), ActionExecuted("action_listen"),
         user("halo", "greet"), ActionExecuted("utter_greet"), ActionExecuted("action_listen"),
         user("cek status", "check_vaccination_status"), ActionExecuted("status_form"), ActiveLoop("status_form"),
@@ -687,6 +726,15 @@ def test_kept_rule_states_are_rasas_after_every_event_of_every_kind(monkeypatch)
         ActionExecuted("action_session_start"), SessionStarted(), ActionExecuted("action_listen"),
         user("2", "check_vaccination_status"), ActionExecuted("status_form"), ActiveLoop("status_form"),
     ]
+
+
+def test_kept_rule_states_are_rasas_after_every_event_of_every_kind(monkeypatch):
+    """After each event of every_kind_of_event(), and between two trackers of one conversation:
+    the applied events and the states are those Rasa makes from the start."""
+    monkeypatch.setattr(DialogueStateTracker, "applied_events", ORIGINAL_APPLIED)  # Rasa's, as reference
+    domain = Domain.load(str(ROOT / "domain.yml"))
+    histories = speedups._Histories(size=4)
+    script = every_kind_of_event()
     tracker = DialogueStateTracker("kept-states", domain.slots)
     other = DialogueStateTracker("kept-states", domain.slots)  # the same conversation, behind
     folds = speedups._Folds(size=4)
