@@ -23,7 +23,7 @@ from rasa.engine.runner.dask import DaskGraphRunner
 from rasa.shared.core import events
 from rasa.shared.core.domain import Domain
 from rasa.shared.core.events import ActionExecuted, BotUttered, SessionStarted, SlotSet, UserUttered
-from rasa.shared.core.trackers import DialogueStateTracker
+from rasa.shared.core.trackers import DialogueStateTracker, EventVerbosity
 from rasa.shared.utils.common import all_subclasses
 from rasa.shared.nlu.training_data.features import Features
 from rasa.utils.endpoints import ClientResponseError, EndpointConfig
@@ -543,6 +543,7 @@ def test_action_calls_send_stored_events_as_stored_and_the_same_json_as_rasa(ins
             stamped.timestamp += 1
             assert speedups.stored_json(stamped) is None
         reused = max(reused, sum(speedups.stored_json(e) is not None for e in tracker.events))
+        assert speedups.state_without_events(tracker) == tracker.current_state(EventVerbosity.NONE), i
         for action in actions:
             call = action._action_call_format(tracker, domain)
             assert isinstance(call, speedups.ActionCall)
@@ -836,3 +837,30 @@ def test_the_start_up_heap_is_left_out_of_garbage_collection_once_the_model_is_l
     finally:
         gc.unfreeze()
         gc.set_threshold(*thresholds)
+
+
+def test_copies_for_debug_logs_are_made_only_when_logged(installed, caplog):
+    """In each module whose copies are left to debug logging, every use of the copy module is a
+    deep copy inside a structlogger.debug(...) call; those copies are made when the module logs
+    at debug level, and not otherwise."""
+    import ast
+    import importlib
+    import inspect
+
+    for name in speedups.DEBUG_COPY_MODULES:
+        module = importlib.import_module(name)
+        tree = ast.parse(inspect.getsource(module))
+        debug_calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call)
+                       and ast.unparse(node.func) == "structlogger.debug"]
+        inside = {id(sub) for call in debug_calls for sub in ast.walk(call)}
+        uses = [node for node in ast.walk(tree)
+                if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "copy"]
+        assert uses, name
+        for use in uses:
+            assert use.attr == "deepcopy" and id(use) in inside, (name, use.lineno)
+        value = {"a": [1, 2]}
+        with caplog.at_level(logging.INFO, logger=name):
+            assert module.copy.deepcopy(value) is value
+        with caplog.at_level(logging.DEBUG, logger=name):
+            copied = module.copy.deepcopy(value)
+            assert copied == value and copied is not value and copied["a"] is not value["a"]
