@@ -13,7 +13,8 @@ Lighter per message than Rasa's own, same rows and same order (profiled in docs/
 - on PostgreSQL each read and each save is one statement on a connection in autocommit mode,
   sent as plain SQL: one round trip, where the ORM session's BEGIN, statement and COMMIT or
   ROLLBACK took three, with the event loop waiting on each. A save is one multi-row INSERT,
-  atomic on its own;
+  atomic on its own. The event loop does not wait for the answer: it goes on with other
+  conversations meanwhile (backend/pg_async.py);
 - commits of conversation events do not wait for the disk (synchronous_commit off for this
   store's connections only; TRACKER_SYNCHRONOUS_COMMIT=on restores it): a crash of PostgreSQL
   itself may lose the last fraction of a second of conversation, never corrupt it, and the
@@ -49,10 +50,13 @@ from rasa.core.tracker_store import SQLTrackerStore, create_engine_kwargs
 from rasa.shared.core.trackers import DialogueStateTracker
 from rasa.shared.nlu.constants import INTENT_NAME_KEY
 
+from backend import pg_async
 from rasa_server.speedups import dumps, remember_json
 
 
 NOTHING_STORED_SIZE = 1024
+# Statements of one process at once (as many as SQLAlchemy's default pool and overflow allow).
+POOL_SIZE = 15
 
 
 class TrackerStoreUnavailable(BaseException):
@@ -73,9 +77,11 @@ class StrictSQLTrackerStore(SQLTrackerStore):
             kwargs["connect_args"]["options"] = f"{options} -csynchronous_commit=off".strip()
         self.engine = sa.create_engine(url, **kwargs)
         self.sessionmaker = sa.orm.session.sessionmaker(bind=self.engine)
-        # Its own pool of connections that stay in autocommit mode: handing one back costs no
-        # reset of the isolation level.
-        self._autocommit = sa.create_engine(url, isolation_level="AUTOCOMMIT", **kwargs)
+        # The statements of each message, on connections (in autocommit mode) that the event loop
+        # waits on without stopping; the ORM's engine above only for Rasa's own count.
+        _, connect_kwargs = self.engine.dialect.create_connect_args(url)
+        connect_kwargs.update(kwargs.get("connect_args", {}))
+        self._pool = pg_async.Pool(connect_kwargs, size=POOL_SIZE)
         table = self.SQLEvent.__table__.name
         self._sql_last_id = f"SELECT max(id) FROM {table} WHERE sender_id = %(sender_id)s"
         self._sql_all_sessions = f"SELECT data FROM {table} WHERE sender_id = %(sender_id)s ORDER BY id"
@@ -94,30 +100,29 @@ class StrictSQLTrackerStore(SQLTrackerStore):
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
-        self._autocommit.dispose()
+        self._pool.close()
 
-    def _rows(self, sql: str, parameters) -> list[tuple]:
-        """One statement on a pooled connection in autocommit mode: one round trip. Through
-        psycopg2's cursor directly: SQLAlchemy's statement and result objects around it cost
-        more CPU than the statement (the pool still lends and takes back the connection). A
-        connection the database closed is thrown away with every idle one of the pool, as
+    async def _rows(self, sql: str, parameters) -> list[tuple]:
+        """One statement in autocommit mode: one round trip, during which the event loop goes on
+        with other conversations (backend/pg_async.py). Through psycopg2's cursor directly:
+        SQLAlchemy's statement and result objects around it cost more CPU than the statement.
+        A connection the database closed is thrown away with every idle one of the pool, as
         SQLAlchemy does, and the error says so (DBAPIError.connection_invalidated)."""
-        connection = self._autocommit.raw_connection()
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute(sql, parameters)
-                return cursor.fetchall()
-        except psycopg2.Error as exc:
-            gone = self._autocommit.dialect.is_disconnect(exc, connection.connection, None)
+        gone = False
+
+        def on_error(exc: psycopg2.Error, connection: Any) -> None:
+            nonlocal gone
+            gone = self.engine.dialect.is_disconnect(exc, connection, None)
             if gone:
-                connection.invalidate(exc)
-                self._autocommit.dispose()
+                self._pool.close()
+
+        try:
+            return await self._pool.rows(sql, parameters, on_error)
+        except psycopg2.Error as exc:
             raise sqlalchemy.exc.DBAPIError.instance(sql, parameters, exc, psycopg2.Error,
                                                      connection_invalidated=gone) from exc
-        finally:
-            connection.close()
 
-    def _take_recent(self, sender_id: str) -> DialogueStateTracker | None:
+    async def _take_recent(self, sender_id: str) -> DialogueStateTracker | None:
         """The tracker this process saved last for that conversation, if no event was stored
         since (by any process): checked with one indexed query instead of reading and replaying
         every event. Taken out of the cache, so only one caller ever holds it; it comes back
@@ -126,7 +131,7 @@ class StrictSQLTrackerStore(SQLTrackerStore):
         if entry is None:
             return None
         tracker, last_id = entry
-        [(current,)] = self._rows(self._sql_last_id, {"sender_id": sender_id})
+        [(current,)] = await self._rows(self._sql_last_id, {"sender_id": sender_id})
         if current != last_id:
             return None
         tracker._events_in_store = len(tracker.events)
@@ -140,11 +145,11 @@ class StrictSQLTrackerStore(SQLTrackerStore):
 
     async def _retrieve(self, sender_id, fetch_events_from_all_sessions):
         if not fetch_events_from_all_sessions:
-            recent = self._take_recent(sender_id)
+            recent = await self._take_recent(sender_id)
             if recent is not None:
                 return recent
         sql = self._sql_all_sessions if fetch_events_from_all_sessions else self._sql_latest_session
-        texts = [data for (data,) in self._rows(sql, {"sender_id": sender_id})]
+        texts = [data for (data,) in await self._rows(sql, {"sender_id": sender_id})]
         events = [json.loads(data) for data in texts]
         if not events:
             self._note_nothing_stored(sender_id)
@@ -202,7 +207,7 @@ class StrictSQLTrackerStore(SQLTrackerStore):
         if not rows:
             self._stored(tracker)
             return
-        ids = self._insert(rows)
+        ids = await self._insert(rows)
         self._stored(tracker)
         # Kept for the next message unless a new session began in this turn (a tracker read back
         # would then hold only the new session's events).
@@ -231,7 +236,7 @@ class StrictSQLTrackerStore(SQLTrackerStore):
         except sqlalchemy.exc.DBAPIError as exc:
             raise TrackerStoreUnavailable(type(exc).__name__) from exc
 
-    def _insert(self, rows: list[dict]) -> list[int]:
+    async def _insert(self, rows: list[dict]) -> list[int]:
         """The rows in one INSERT, committed; their ids. Plain SQL: SQLAlchemy compiles a multi-row
         INSERT anew for every number of rows, which cost more than the insert itself."""
         columns = list(rows[0])
@@ -239,7 +244,7 @@ class StrictSQLTrackerStore(SQLTrackerStore):
         sql = (f"INSERT INTO {self.SQLEvent.__table__.name} ({', '.join(columns)}) VALUES "
                + ", ".join([one_row] * len(rows)) + " RETURNING id")
         values = tuple(row[c] for row in rows for c in columns)
-        return [row_id for (row_id,) in self._rows(sql, values)]
+        return [row_id for (row_id,) in await self._rows(sql, values)]
 
     async def retrieve(self, sender_id):
         return await self._once_more_after_disconnect(super().retrieve, sender_id)

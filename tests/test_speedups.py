@@ -312,10 +312,10 @@ def test_tracker_store_survives_connections_broken_by_a_restart(store, database_
     tracker = DialogueStateTracker(sender, store.domain.slots)
     tracker.update(UserUttered("halo", {"name": "greet", "confidence": 1.0}))
     run(store.save(tracker))
-    pids = []
-    for engine in (store.engine, store._autocommit):  # the one connection each pool holds
-        with engine.connect() as connection:
-            pids.append(connection.execute(sa.text("SELECT pg_backend_pid()")).scalar())
+    with store.engine.connect() as connection:  # the one connection the ORM's pool holds
+        pids = [connection.execute(sa.text("SELECT pg_backend_pid()")).scalar()]
+    pids += [connection.get_backend_pid() for connection in store._pool.idle]  # the statements' one
+    assert len(pids) == 2
     admin = psycopg2.connect(database_url)
     admin.autocommit = True
     with admin.cursor() as cur:
@@ -340,6 +340,8 @@ def test_tracker_store_commits_without_waiting_for_the_disk_unless_told(store, d
                 "SELECT setting, source FROM pg_settings WHERE name = 'synchronous_commit'")).one())
 
     assert setting(store.engine) == ("off", "client")
+    assert asyncio.run(store._rows("SELECT setting, source FROM pg_settings WHERE name = 'synchronous_commit'",
+                                   {})) == [("off", "client")]
     monkeypatch.setenv("TRACKER_SYNCHRONOUS_COMMIT", "on")
     durable = make_store(database_url)
     assert setting(durable.engine)[1] != "client"  # the server's setting (tests: the database's)
