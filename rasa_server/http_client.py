@@ -108,8 +108,14 @@ class _Connection(asyncio.Protocol):
         return self.status, self.reason, self.headers, b"".join(self.body)
 
 
+def handles(url: str) -> bool:
+    """A plain http:// URL without credentials in it (aiohttp turns those into a header)."""
+    parts = urlsplit(url)
+    return parts.scheme == "http" and parts.username is None and parts.password is None
+
+
 class Client:
-    """Kept-alive connections per event loop, host and port."""
+    """Kept-alive connections per event loop, host and port, for URLs it handles()."""
 
     def __init__(self) -> None:
         self.idle: dict[tuple[int, str, int], list[_Connection]] = {}
@@ -138,6 +144,8 @@ class Client:
         query = "&".join(q for q in (parts.query, urlencode(params) if params else "") if q)
         if query:
             target += "?" + query
+        if not handles(url):
+            raise ValueError("Only plain http:// URLs without credentials.")
         lines = [f"POST {target} HTTP/1.1", f"Host: {parts.netloc}", f"Content-Length: {len(body)}"]
         for name, value in headers.items():
             if name.lower() in ("host", "content-length"):

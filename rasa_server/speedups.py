@@ -349,7 +349,7 @@ def _keep_connections_open() -> None:
                                             f"'{os.path.abspath(self.cafile)}' does not exist.") from e
         url = concat_url(self.url, subpath)
         params = self.combine_parameters(kwargs)
-        if (method.lower() == "post" and url.startswith("http://") and not compress and sslcontext is None
+        if (method.lower() == "post" and http_client.handles(url) and not compress and sslcontext is None
                 and not self.basic_auth and isinstance(kwargs.get("data"), bytes) and set(kwargs) <= {"data", "timeout"}):
             timeout = kwargs.get("timeout", DEFAULT_REQUEST_TIMEOUT)
             status, reason, response_headers, body = await lean.post(

@@ -235,6 +235,12 @@ def test_a_header_with_a_line_break_is_refused():
         asyncio.run(scenario())
 
 
+@pytest.mark.parametrize("url, handled", [("http://actions:5055/webhook", True), ("https://actions/webhook", False),
+                                          ("http://user:secret@actions/webhook", False), ("ftp://actions/x", False)])
+def test_only_plain_http_urls_without_credentials_are_handled(url, handled):
+    assert http_client.handles(url) is handled
+
+
 def test_query_parameters_and_headers_reach_the_server():
     async def scenario():
         seen = []
