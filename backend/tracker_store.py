@@ -51,7 +51,7 @@ from rasa.shared.core.trackers import DialogueStateTracker
 from rasa.shared.nlu.constants import INTENT_NAME_KEY
 
 from backend import pg_async
-from rasa_server.speedups import dumps, remember_json
+from rasa_server.speedups import dumps, keep_last, remember_json
 
 
 NOTHING_STORED_SIZE = 1024
@@ -138,10 +138,7 @@ class StrictSQLTrackerStore(SQLTrackerStore):
         return tracker
 
     def _keep_recent(self, tracker: DialogueStateTracker, last_id: int) -> None:
-        self._recent[tracker.sender_id] = (tracker, last_id)
-        self._recent.move_to_end(tracker.sender_id)
-        while len(self._recent) > self._recent_size:
-            self._recent.popitem(last=False)
+        keep_last(self._recent, tracker.sender_id, (tracker, last_id), self._recent_size)
 
     async def _retrieve(self, sender_id, fetch_events_from_all_sessions):
         if not fetch_events_from_all_sessions:

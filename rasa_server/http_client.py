@@ -144,8 +144,8 @@ class Client:
         query = "&".join(q for q in (parts.query, urlencode(params) if params else "") if q)
         if query:
             target += "?" + query
-        if not handles(url):
-            raise ValueError("Only plain http:// URLs without credentials.")
+        if parts.scheme != "http" or parts.username is not None or parts.password is not None:
+            raise ValueError("Only plain http:// URLs without credentials (see handles()).")
         lines = [f"POST {target} HTTP/1.1", f"Host: {parts.netloc}", f"Content-Length: {len(body)}"]
         for name, value in headers.items():
             if name.lower() in ("host", "content-length"):

@@ -146,6 +146,15 @@ def _event_types_by_name() -> None:
     _patch(events.Event, "resolve_by_type", staticmethod(resolve_by_type))
 
 
+def keep_last(kept: OrderedDict, key: Any, value: Any, size: int) -> None:
+    """kept[key] = value as its newest entry, the oldest dropped beyond `size`: what each of the
+    per-conversation caches below keeps."""
+    kept[key] = value
+    kept.move_to_end(key)
+    while len(kept) > size:
+        kept.popitem(last=False)
+
+
 # Only texts that carry no personal data are kept: at most one digit (no NIK, phone number, code,
 # date or ticket reference; "2" and "dosis 3" are kept), no "@" (e-mail), short. What remains
 # repeats a lot: "halo", "ya", "menu", "batal", "2", "cek status vaksin".
@@ -172,9 +181,7 @@ def _cache_parses(size: int) -> None:
         found = cache.get(key)
         if found is None:
             found = original(self, message, tracker, only_output_properties)
-            cache[key] = copy.deepcopy(found)
-            if len(cache) > size:
-                cache.popitem(last=False)
+            keep_last(cache, key, copy.deepcopy(found), size)
             return found
         cache.move_to_end(key)
         return copy.deepcopy(found)
@@ -491,9 +498,7 @@ class _Folds:
             fold.applied, fold.events, new = [], [], list(events)
         self._fold(tracker, new, fold.loop_names, fold.applied)
         fold.events.extend(new)
-        self.kept[key] = fold
-        while len(self.kept) > self.size:
-            self.kept.popitem(last=False)
+        keep_last(self.kept, key, fold, self.size)
         return fold.applied
 
 
@@ -547,9 +552,7 @@ class _Histories:
             replay.update(event)
         states.append(domain._clean_state(domain.get_active_state(replay, omit_unset_slots)))
         history.replayed, history.replay, history.states = applied, replay, states  # a list of its own
-        self.kept[key] = history
-        while len(self.kept) > self.size:
-            self.kept.popitem(last=False)
+        keep_last(self.kept, key, history, self.size)
         return states
 
 
@@ -649,9 +652,7 @@ def _tracker_copies_from_kept_replays(size: int) -> None:
         else:
             twin = original_copy(self)
             events, replay = list(self.events), _snapshot(twin)
-        kept[key] = (events, replay)
-        while len(kept) > size:
-            kept.popitem(last=False)
+        keep_last(kept, key, (events, replay), size)
         return twin
 
     @functools.wraps(run_action)

@@ -160,3 +160,15 @@ def action_client(action_app, backend):
     action_backend.set_backend(backend)
     yield action_app.test_client
     action_backend.set_backend(None)
+
+
+async def serve_on_loopback(app, port: int = 0):
+    """An aiohttp application served on 127.0.0.1 (on a free port unless one is given): its
+    runner, to clean up, and its port."""
+    from aiohttp import web
+
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]

@@ -17,6 +17,7 @@ from rasa.shared.core.trackers import DialogueStateTracker
 from rasa.shared.exceptions import RasaException
 from rasa.utils.endpoints import ClientResponseError, EndpointConfig
 
+from conftest import serve_on_loopback
 from rasa_server import http_client, speedups
 
 # (status, content type, body, chunked): answers a server may give.
@@ -83,11 +84,7 @@ class Server:
         return web.json_response({})
 
     async def start(self, port: int = 0) -> None:
-        self.runner = web.AppRunner(self.app)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", port)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]
+        self.runner, self.port = await serve_on_loopback(self.app, port)
 
     async def stop(self) -> None:
         await self.runner.cleanup()
@@ -252,11 +249,7 @@ def test_query_parameters_and_headers_reach_the_server():
 
         app = web.Application()
         app.router.add_post("/webhook", echo)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
+        runner, port = await serve_on_loopback(app)
         try:
             endpoint = EndpointConfig(f"http://127.0.0.1:{port}/webhook?a=1", headers={"Authorization": "Bearer t"},
                                       token="q t")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import logging
@@ -29,6 +30,7 @@ from rasa.shared.nlu.training_data.features import Features
 from rasa.utils.endpoints import ClientResponseError, EndpointConfig
 from rasa.utils.tensorflow.models import RasaModel
 
+from conftest import serve_on_loopback
 from rasa_server import speedups
 from tools.stack import ROOT, tracker_env
 
@@ -486,11 +488,7 @@ def test_calls_to_an_endpoint_reuse_one_connection_and_keep_rasas_behaviour(inst
         app.router.add_post("/webhook", webhook)
         app.router.add_post("/broken", broken)
         app.router.add_post("/plain", plain)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
+        runner, port = await serve_on_loopback(app)
         endpoint = EndpointConfig(f"http://127.0.0.1:{port}", headers={"Authorization": "Bearer t"}, token="q")
         try:
             body = {"next_action": "action_x", "tracker": {"events": [{"event": "user", "text": "halo ✓"}]}}
@@ -572,6 +570,17 @@ def agent():
     return Agent.load(str(ROOT / "models" / "current.tar.gz"))
 
 
+@contextlib.contextmanager
+def every_message_through_the_graph():
+    """Rasa's parse, without the NLU cache."""
+    cached_parse = MessageProcessor._parse_message_with_graph
+    MessageProcessor._parse_message_with_graph = ORIGINAL_PARSE
+    try:
+        yield
+    finally:
+        MessageProcessor._parse_message_with_graph = cached_parse
+
+
 def predictions_over_a_conversation(agent) -> list:
     """Every message parsed and, after it and after the action predicted for it, the next
     action predicted: what the graphs and the policy give, turn by turn."""
@@ -596,12 +605,8 @@ def predictions_over_a_conversation(agent) -> list:
             tracker.update(ActionExecuted("action_listen"))
         return seen
 
-    cached_parse = MessageProcessor._parse_message_with_graph
-    MessageProcessor._parse_message_with_graph = ORIGINAL_PARSE  # every message through the graph
-    try:
+    with every_message_through_the_graph():
         return asyncio.run(conversation())
-    finally:
-        MessageProcessor._parse_message_with_graph = cached_parse
 
 
 def test_graphs_run_in_order_give_what_dask_gave(installed, agent):
@@ -631,12 +636,8 @@ def parses(agent, texts) -> list:
     async def parse_all():
         return [await agent.processor.parse_message(UserMessage(text)) for text in texts]
 
-    cached_parse = MessageProcessor._parse_message_with_graph
-    MessageProcessor._parse_message_with_graph = ORIGINAL_PARSE  # every message through the graph
-    try:
+    with every_message_through_the_graph():
         return asyncio.run(parse_all())
-    finally:
-        MessageProcessor._parse_message_with_graph = cached_parse
 
 
 def test_nlu_through_the_concrete_function_and_joined_features_parses_as_rasa(installed, agent, monkeypatch):
