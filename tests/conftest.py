@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -26,6 +27,13 @@ from backend.seed import seed_demo  # noqa: E402
 TEST_DB = f"vaksin_test_{os.getpid()}"
 DATA_TABLES = ["notifications", "handoffs", "ticket_notes", "audit_log", "tickets", "certificate_links", "auth_sessions", "otp_challenges",
                "certificates", "vaccinations", "citizens", "accounts"]
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now, for a server a test starts."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import re
-import socket
 import uuid
 from pathlib import Path
 
@@ -13,15 +12,10 @@ import pytest
 import requests
 from pypdf import PdfReader
 
+from conftest import free_port
 from tools.stack import MODEL, Stack
 
 pytestmark = pytest.mark.skipif(not MODEL.exists(), reason="no trained model: run `make train`")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -215,16 +209,15 @@ def test_two_workers_with_a_redis_lock_store(two_workers, backend):
     reply = chat.text(Outbox(two_workers.outbox).last_code("+6281234567002"))
     assert "Status vaksinasi Siti Rahmawati" in reply
 
-    # Eight messages of one citizen at the same moment: each answered, none interleaved.
-    # (On a loaded machine a turn queued behind the others past TURN_TIMEOUT_SECONDS gets the
-    # apology and is not processed: answered all the same, and nothing half-done.)
+    # Eight messages of one citizen at the same moment, landing on both workers: each processed
+    # in turn, none interleaved. (Rasa's own Redis lock store lost tickets here: two turns at once,
+    # or the conversation locked for a minute, each message meanwhile answered with the apology.)
     from rest.channel import APOLOGY
 
     with ThreadPoolExecutor(8) as pool:
         replies = list(pool.map(chat.say, ["makasih"] * 4 + ["ini bot ya?"] * 4))
-    assert all(r and r[0].get("text") for r in replies)
-    processed = sum(r[0]["text"] != APOLOGY for r in replies)
-    assert processed >= 4
+    assert all(r and r[0].get("text") not in (None, APOLOGY) for r in replies), replies
+    processed = len(replies)
     events = backend.db.run(lambda cur: (cur.execute(
         "SELECT type_name, action_name FROM events WHERE sender_id = %s ORDER BY id", (chat.sender,)),
         cur.fetchall())[1])

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 
 import aiohttp
 import pytest
@@ -17,7 +16,7 @@ from rasa.shared.core.trackers import DialogueStateTracker
 from rasa.shared.exceptions import RasaException
 from rasa.utils.endpoints import ClientResponseError, EndpointConfig
 
-from conftest import serve_on_loopback
+from conftest import free_port, serve_on_loopback
 from rasa_server import http_client, speedups
 
 # (status, content type, body, chunked): answers a server may give.
@@ -146,12 +145,6 @@ def installed():
     speedups.install()
     yield
     speedups.uninstall()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_rasa_sees_the_same_errors_from_the_action_server(installed):

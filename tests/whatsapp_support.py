@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 import time
 import uuid
@@ -20,6 +19,7 @@ from typing import Any, Awaitable, Callable
 from rasa.core.channels.channel import UserMessage
 from sanic import Sanic
 
+from conftest import free_port
 from whatsapp.fake_graph import new_wamid
 from whatsapp.channel import WhatsAppInput
 
@@ -28,12 +28,6 @@ APP_SECRET = "test-app-secret"
 VERIFY_TOKEN = "test-verify-token"
 CITIZEN = "6281234567002"   # Siti Rahmawati's number, as WhatsApp writes it
 OTHER = "6281234567004"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def payload(name: str, *, fresh_ids: bool = True, **replace: str) -> dict:

@@ -1,0 +1,227 @@
+"""The conversation lock store (backend/lock_store.py) on a real Redis and in memory.
+
+Two processes, each with its own Redis connections, take one conversation's lock many times at
+once: never two turns at a time, nothing left locked. Turns go in arrival order, the next one
+starting as soon as the one before ends; a ticket left by a dead process expires; a turn
+cancelled while waiting (the channel's timeout) leaves nothing behind; Redis down fails the turn
+at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from rasa.core.lock_store import LockError, LockStore
+from rasa.utils.endpoints import EndpointConfig
+
+from backend.lock_store import ISSUE, ConversationLockStore
+from conftest import ROOT, free_port
+from tools.stack import Stack
+
+CONVERSATION = "6281234567002"  # a WhatsApp conversation id is a phone number
+
+
+@pytest.fixture(scope="module")
+def redis_port(tmp_path_factory):
+    port = free_port()
+    server = Stack("", redis_port=port, log_dir=tmp_path_factory.mktemp("redis") / "log")
+    server.start_redis()
+    yield port
+    server.stop()
+
+
+def redis_store(port: int) -> ConversationLockStore:
+    return ConversationLockStore(EndpointConfig(url="127.0.0.1", port=port, db=0, store="redis"))
+
+
+async def lock_keys(store: ConversationLockStore) -> list[str]:
+    return sorted(k.decode() for k in await store._queues.redis.keys("lock:*"))
+
+
+async def serve_in_order(stores: list[ConversationLockStore], waiters: int, look_again: float) -> tuple[list, float]:
+    """A turn holds the lock while `waiters` more queue up (alternating stores); returns the order
+    they entered in and how long the first of them took to start after the holder let go."""
+    order, released, started = [], [0.0], []
+
+    async def turn(i: int):
+        async with stores[i % len(stores)].lock(CONVERSATION, wait_time_in_seconds=look_again):
+            started.append(time.monotonic())
+            order.append(i)
+
+    async with stores[0].lock(CONVERSATION):
+        tasks = []
+        for i in range(waiters):
+            tasks.append(asyncio.create_task(turn(i)))
+            await asyncio.sleep(0.02)  # each takes its ticket before the next arrives
+        released[0] = time.monotonic()
+    await asyncio.gather(*tasks)
+    return order, started[0] - released[0]
+
+
+def test_two_processes_never_serve_one_conversation_twice_at_once(redis_port):
+    """Rasa's own Redis store, in this same script, ran two turns at once and left the conversation
+    locked until its tickets expired (docs/performance.md); this store must do neither."""
+    script = textwrap.dedent(f"""
+        import asyncio, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        import redis
+        from backend.lock_store import ConversationLockStore
+        from rasa.utils.endpoints import EndpointConfig
+
+        store = ConversationLockStore(EndpointConfig(url="127.0.0.1", port={redis_port}, db=0, store="redis"))
+        counter = redis.Redis(port={redis_port})
+        overlaps = 0
+
+        async def turn():
+            global overlaps
+            async with store.lock("{CONVERSATION}"):
+                overlaps += counter.incr("inside") != 1
+                await asyncio.sleep(0.002)
+                counter.decr("inside")
+
+        async def main():
+            for _ in range(25):
+                await asyncio.wait_for(asyncio.gather(*[turn() for _ in range(4)]), 10)
+        asyncio.run(main())
+        print(overlaps)
+    """)
+    started = time.monotonic()
+    processes = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+    outputs = [p.communicate(timeout=120)[0] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0]
+    assert [int(o) for o in outputs] == [0, 0]  # 200 turns, never two at once
+    assert time.monotonic() - started < 60
+    assert asyncio.run(lock_keys(redis_store(redis_port))) == []
+
+
+def test_turns_go_in_arrival_order_and_start_when_the_one_before_ends(redis_port):
+    async def scenario():
+        stores = [redis_store(redis_port), redis_store(redis_port)]  # two processes' clients
+        # Looking again only every 5 s: a prompt start proves the waiter was woken.
+        order, delay = await serve_in_order(stores, waiters=6, look_again=5)
+        return order, delay, await lock_keys(stores[0])
+
+    order, delay, keys = asyncio.run(scenario())
+    assert order == list(range(6))
+    assert delay < 1.0
+    assert keys == []
+
+
+def test_keys_name_no_conversation_id(redis_port):
+    async def scenario():
+        store = redis_store(redis_port)
+        async with store.lock(CONVERSATION):
+            return await lock_keys(store)
+
+    keys = asyncio.run(scenario())
+    assert len(keys) == 2 and not any(CONVERSATION in key for key in keys)
+
+
+def test_a_ticket_left_by_a_dead_process_expires(redis_port):
+    async def scenario():
+        store = redis_store(redis_port)
+        queues = store._queues
+        # What a process killed while holding the lock leaves: a ticket nobody gives back.
+        await queues.redis.eval(ISSUE, 2, *queues.keys(CONVERSATION), 600)
+        started = time.monotonic()
+        async with store.lock(CONVERSATION, wait_time_in_seconds=0.1):
+            waited = time.monotonic() - started
+        return waited, await lock_keys(store)
+
+    waited, keys = asyncio.run(scenario())
+    assert 0.45 <= waited < 3
+    assert keys == []
+
+
+def test_a_turn_cancelled_while_waiting_or_taking_its_ticket_leaves_nothing(redis_port):
+    async def scenario():
+        store = redis_store(redis_port)
+
+        async def turn():
+            async with store.lock(CONVERSATION, wait_time_in_seconds=5):
+                pass
+
+        async with store.lock(CONVERSATION):
+            with pytest.raises(asyncio.TimeoutError):  # the channel's turn timeout, while waiting
+                await asyncio.wait_for(turn(), 0.2)
+        # Cancelled while its ticket was being issued: the ticket is given back once issued.
+        taking = asyncio.create_task(turn())
+        await asyncio.sleep(0)
+        taking.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await taking
+        started = time.monotonic()
+        await asyncio.wait_for(turn(), 3)
+        return time.monotonic() - started, await lock_keys(store)
+
+    waited, keys = asyncio.run(scenario())
+    assert waited < 1.0  # not held up by either cancelled turn's ticket
+    assert keys == []
+
+
+def test_redis_down_fails_the_turn_at_once():
+    async def scenario():
+        store = redis_store(free_port())  # nothing listens there
+        started = time.monotonic()
+        with pytest.raises(LockError):
+            async with store.lock(CONVERSATION):
+                pass
+        return time.monotonic() - started
+
+    assert asyncio.run(scenario()) < 2
+
+
+def test_in_memory_turns_one_at_a_time_in_arrival_order(monkeypatch):
+    monkeypatch.setenv("SANIC_WORKERS", "1")
+
+    async def scenario():
+        store = ConversationLockStore(EndpointConfig(store="in_memory"))
+        inside, most = [0], [0]
+
+        async def busy():
+            async with store.lock(CONVERSATION):
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+                await asyncio.sleep(0.001)
+                inside[0] -= 1
+
+        await asyncio.gather(*[busy() for _ in range(50)])
+        order, delay = await serve_in_order([store], waiters=5, look_again=5)
+        async with store.lock(CONVERSATION):
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(busy(), 0.05)
+        return most[0], order, delay, len(store._queues)
+
+    most, order, delay, left = asyncio.run(scenario())
+    assert most == 1
+    assert order == list(range(5))
+    assert delay < 1.0
+    assert left == 0  # no entry kept for a conversation nobody holds or waits for
+
+
+def test_endpoints_yml_builds_this_store_and_refuses_memory_for_several_workers(monkeypatch, redis_port):
+    from rasa.core.utils import AvailableEndpoints
+
+    for name in ("ACTION_ENDPOINT_URL", "ACTION_SERVER_TOKEN", "TRACKER_DB_HOST", "TRACKER_DB_PORT",
+                 "TRACKER_DB_NAME", "TRACKER_DB_USER", "TRACKER_DB_PASSWORD"):
+        monkeypatch.setenv(name, "unused here")
+    for name, value in {"LOCK_STORE_TYPE": "redis", "REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(redis_port),
+                        "REDIS_DB": "0", "SANIC_WORKERS": "2"}.items():
+        monkeypatch.setenv(name, value)
+    store = LockStore.create(AvailableEndpoints.read_endpoints(str(ROOT / "endpoints.yml")).lock_store)
+    assert isinstance(store, ConversationLockStore) and store.store == "redis"
+
+    monkeypatch.setenv("LOCK_STORE_TYPE", "in_memory")
+    with pytest.raises(ValueError, match="SANIC_WORKERS=2 needs LOCK_STORE_TYPE=redis"):
+        LockStore.create(AvailableEndpoints.read_endpoints(str(ROOT / "endpoints.yml")).lock_store)
+    monkeypatch.setenv("SANIC_WORKERS", "1")
+    store = LockStore.create(AvailableEndpoints.read_endpoints(str(ROOT / "endpoints.yml")).lock_store)
+    assert store.store == "in_memory"
+    with pytest.raises(ValueError, match="in_memory or redis"):
+        ConversationLockStore(EndpointConfig(store="memcached"))
