@@ -22,7 +22,8 @@ The keys name a hash of the conversation id, not the id (on WhatsApp, a phone nu
 its keys in one Redis Cluster slot. Finishing a turn wakes the ticket next in line, which
 waits on a list of its own (BLPOP), so it starts at once whichever process holds it; waiters also
 look again every half second, which is how they notice a ticket before them that expired. Redis
-is reached with redis-py's asyncio client, so the event loop never waits on it.
+is reached with redis-py's asyncio client, so the event loop never waits on it, with a password
+(REDIS_PASSWORD) and over TLS (REDIS_TLS, REDIS_CA_FILE) where the Redis asks for them.
 
 With one Rasa process (LOCK_STORE_TYPE=in_memory) the queue is an asyncio.Lock per conversation,
 which wakes its waiters in arrival order the moment the turn before ends. It refuses to start
@@ -167,11 +168,17 @@ class _RedisQueues:
         import redis.asyncio
 
         kwargs = config.kwargs
+        timeout = float(kwargs.get("socket_timeout") or DEFAULT_SOCKET_TIMEOUT_IN_SECONDS)
+        tls = _flag(kwargs.get("use_ssl"), "REDIS_TLS")
+        # Empty values (REDIS_PASSWORD="", REDIS_CA_FILE="") mean none: endpoints.yml always names them.
         self.redis = redis.asyncio.Redis(
             host=config.url or "localhost", port=int(kwargs.get("port") or 6379), db=int(kwargs.get("db") or 0),
-            username=kwargs.get("username"), password=kwargs.get("password"), ssl=bool(kwargs.get("use_ssl")),
-            socket_timeout=float(kwargs.get("socket_timeout") or DEFAULT_SOCKET_TIMEOUT_IN_SECONDS),
-            socket_connect_timeout=float(kwargs.get("socket_timeout") or DEFAULT_SOCKET_TIMEOUT_IN_SECONDS))
+            username=kwargs.get("username") or None, password=kwargs.get("password") or None,
+            socket_timeout=timeout, socket_connect_timeout=timeout,
+            # TLS as for any server: the certificate checked against REDIS_CA_FILE or the system's
+            # CAs, and its name against REDIS_HOST (redis-py checks neither name by default).
+            ssl=tls, ssl_ca_certs=kwargs.get("ssl_ca_certs") or None, ssl_cert_reqs="required",
+            ssl_check_hostname=tls)
         self.prefix = (kwargs.get("key_prefix") or "") + DEFAULT_REDIS_LOCK_STORE_KEY_PREFIX
         self._issue = self.redis.register_script(ISSUE)
         self._turn = self.redis.register_script(TURN)
@@ -221,6 +228,15 @@ class _RedisQueues:
     async def _run(self, script, keys: list[str], args: list[int]) -> int:
         with _redis_errors_as_lock_errors():
             return await script(keys=keys, args=args)
+
+
+def _flag(value: object, name: str) -> bool:
+    text = str(value if value is not None else "").strip().lower()
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    if text in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(f"{name} must be true or false, not {value!r}")
 
 
 @contextmanager

@@ -67,7 +67,7 @@ NEEDS = {
     "retention": {"DATABASE_URL", "RETENTION_DAYS"},
 }
 # Must come from the Secret (k8s), never from the ConfigMap, and must not be optional.
-REQUIRED_SECRETS = {"rasa": {"TRACKER_DB_PASSWORD", "ACTION_SERVER_TOKEN"},
+REQUIRED_SECRETS = {"rasa": {"TRACKER_DB_PASSWORD", "ACTION_SERVER_TOKEN", "REDIS_PASSWORD"},
                     "actions": {"TRACKER_DB_PASSWORD", "ACTION_SERVER_TOKEN", "OTP_HASH_KEY",
                                 "CERTIFICATE_SIGNING_KEY"},
                     "retention": {"TRACKER_DB_PASSWORD"}}
@@ -326,6 +326,13 @@ def check_topology(objects: dict, compose: dict, cmd: list[str]) -> dict[str, se
     used_paths["actions"].add("/webhook")
     _, redis_port = _service_port(objects, config["REDIS_HOST"], int(config["REDIS_PORT"]))
     check("REDIS_HOST/REDIS_PORT name the redis Service", bool(redis_port))
+    redis = k8s_container(objects, "Deployment", "redis")
+    _, redis_secrets = k8s_env(objects, redis)
+    _, rasa_secrets = k8s_env(objects, k8s_container(objects, "Deployment", "rasa"))
+    check("k8s redis requires the password Rasa sends (REDIS_PASSWORD, same Secret key)",
+          _requires_password(redis.get("args", []), "$(REDIS_PASSWORD)")
+          and redis_secrets.get("REDIS_PASSWORD") == rasa_secrets.get("REDIS_PASSWORD")
+          and not redis_secrets["REDIS_PASSWORD"].get("optional"))
     _, pg_port = _service_port(objects, config["TRACKER_DB_HOST"], int(config["TRACKER_DB_PORT"]))
     check("TRACKER_DB_HOST/PORT name the postgres Service", bool(pg_port))
 
@@ -385,7 +392,15 @@ def check_topology(objects: dict, compose: dict, cmd: list[str]) -> dict[str, se
           env["REDIS_HOST"] in services and env["TRACKER_DB_HOST"] in services)
     check("compose: several Rasa workers only with the Redis lock store",
           env["LOCK_STORE_TYPE"] == "redis" or str(env["SANIC_WORKERS"]) == "1")
+    check("compose redis requires the password Rasa sends (REDIS_PASSWORD from deploy/.env)",
+          _requires_password(services["redis"]["command"], "${REDIS_PASSWORD:?")
+          and env["REDIS_PASSWORD"].startswith("${REDIS_PASSWORD:?"))
     return used_paths
+
+
+def _requires_password(args: list[str], reference: str) -> bool:
+    return "--requirepass" in args and args.index("--requirepass") + 1 < len(args) \
+        and args[args.index("--requirepass") + 1].startswith(reference)
 
 
 def check_image(copies: list[str]) -> None:

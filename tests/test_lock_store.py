@@ -4,7 +4,8 @@ Two processes, each with its own Redis connections, take one conversation's lock
 once: never two turns at a time, nothing left locked. Turns go in arrival order, the next one
 starting as soon as the one before ends; a ticket left by a dead process expires; a turn
 cancelled while waiting (the channel's timeout) leaves nothing behind; Redis down fails the turn
-at once.
+at once; a Redis with a password or with TLS is reached only with the right password, a trusted
+certificate and the right name.
 """
 
 from __future__ import annotations
@@ -212,7 +213,8 @@ def test_endpoints_yml_builds_this_store_and_refuses_memory_for_several_workers(
                  "TRACKER_DB_NAME", "TRACKER_DB_USER", "TRACKER_DB_PASSWORD"):
         monkeypatch.setenv(name, "unused here")
     for name, value in {"LOCK_STORE_TYPE": "redis", "REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(redis_port),
-                        "REDIS_DB": "0", "SANIC_WORKERS": "2"}.items():
+                        "REDIS_DB": "0", "REDIS_PASSWORD": "", "REDIS_TLS": "false", "REDIS_CA_FILE": "",
+                        "SANIC_WORKERS": "2"}.items():
         monkeypatch.setenv(name, value)
     store = LockStore.create(AvailableEndpoints.read_endpoints(str(ROOT / "endpoints.yml")).lock_store)
     assert isinstance(store, ConversationLockStore) and store.store == "redis"
@@ -225,3 +227,84 @@ def test_endpoints_yml_builds_this_store_and_refuses_memory_for_several_workers(
     assert store.store == "in_memory"
     with pytest.raises(ValueError, match="in_memory or redis"):
         ConversationLockStore(EndpointConfig(store="memcached"))
+
+
+def test_redis_with_a_password(tmp_path, monkeypatch):
+    """REDIS_PASSWORD: the Redis the stack starts requires it, and only the right one gets in."""
+    monkeypatch.setenv("REDIS_PASSWORD", "lock-store-test-password")
+    port = free_port()
+    server = Stack("", redis_port=port, log_dir=tmp_path / "log")
+    server.start_redis()
+
+    async def scenario(password: str) -> str:
+        store = ConversationLockStore(EndpointConfig(url="127.0.0.1", port=port, store="redis", password=password))
+        try:
+            async with store.lock(CONVERSATION):
+                return "held"
+        except LockError as exc:
+            return str(exc)
+
+    try:
+        assert asyncio.run(scenario("lock-store-test-password")) == "held"
+        for wrong in ("", "guess"):
+            error = asyncio.run(scenario(wrong))
+            assert error.startswith("Redis lock store unavailable") and "guess" not in error
+    finally:
+        server.stop()
+
+
+def test_redis_over_tls_checks_the_certificate_and_its_name(tmp_path):
+    cert, key = self_signed_certificate_for_127_0_0_1(tmp_path)
+    port = free_port()
+    server = subprocess.Popen(["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+                               "--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-auth-clients", "no",
+                               "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+                              stdout=subprocess.DEVNULL)
+
+    async def scenario(host: str, **settings) -> str:
+        store = ConversationLockStore(EndpointConfig(url=host, port=port, store="redis", **settings))
+        try:
+            async with store.lock(CONVERSATION):
+                return "held"
+        except LockError:
+            return "refused"
+
+    try:
+        for _ in range(50):
+            if asyncio.run(scenario("127.0.0.1", use_ssl="true", ssl_ca_certs=str(cert))) == "held":
+                break
+            time.sleep(0.1)
+        assert asyncio.run(scenario("127.0.0.1", use_ssl="true", ssl_ca_certs=str(cert))) == "held"
+        assert asyncio.run(scenario("127.0.0.1", use_ssl="true", ssl_ca_certs="")) == "refused"  # not a trusted CA
+        assert asyncio.run(scenario("localhost", use_ssl="true", ssl_ca_certs=str(cert))) == "refused"  # wrong name
+        assert asyncio.run(scenario("127.0.0.1", use_ssl="false")) == "refused"  # no TLS, no answer
+        with pytest.raises(ValueError, match="REDIS_TLS must be true or false"):
+            ConversationLockStore(EndpointConfig(url="127.0.0.1", port=port, store="redis", use_ssl="maybe"))
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def self_signed_certificate_for_127_0_0_1(folder):
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                                  critical=False)
+                   .sign(key, hashes.SHA256()))
+    cert_file, key_file = folder / "redis.crt", folder / "redis.key"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_file, key_file

@@ -84,7 +84,7 @@ def redis_answers(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
             conn.sendall(b"PING\r\n")
-            return conn.recv(16).startswith(b"+PONG")
+            return conn.recv(16).startswith((b"+PONG", b"-NOAUTH"))  # a Redis, with or without AUTH
     except OSError:
         return False
 
@@ -128,6 +128,9 @@ class Stack:
             "REDIS_HOST": env.get("REDIS_HOST") or "127.0.0.1",
             "REDIS_PORT": env.get("REDIS_PORT") or str(self.redis_port),
             "REDIS_DB": env.get("REDIS_DB") or "0",
+            "REDIS_PASSWORD": env.get("REDIS_PASSWORD", ""),
+            "REDIS_TLS": env.get("REDIS_TLS") or "false",
+            "REDIS_CA_FILE": env.get("REDIS_CA_FILE", ""),
         })
         return env
 
@@ -144,13 +147,16 @@ class Stack:
         return self.lock_store or ("redis" if self.workers > 1 else "in_memory")
 
     def start_redis(self, timeout: float = 10) -> None:
-        """A Redis for the lock store, unless REDIS_HOST points at one or one answers already."""
+        """A Redis for the lock store, unless REDIS_HOST points at one or one answers already;
+        with REDIS_PASSWORD set, it requires that password."""
         if os.environ.get("REDIS_HOST") or redis_answers(self.redis_port):
             return
         data = self.log_dir.parent / "redis"
         data.mkdir(parents=True, exist_ok=True)
+        password = self.env()["REDIS_PASSWORD"]
         process = self._start("redis", ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
-                                        "--save", "", "--appendonly", "no", "--dir", str(data)])
+                                        "--save", "", "--appendonly", "no", "--dir", str(data)]
+                              + (["--requirepass", password] if password else []))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if process.poll() is not None:
