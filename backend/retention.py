@@ -11,17 +11,25 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from datetime import datetime, timedelta, timezone
+from functools import partial
 
 from .db import Database
 
 log = logging.getLogger(__name__)
 
+# Rows (or conversations) per transaction: each batch is short, so the job never holds locks or
+# a transaction open for long, and whatever it has deleted stays deleted if it stops halfway.
+BATCH = 5000
+CONVERSATIONS_PER_BATCH = 500
+# A nightly batch job, not a citizen's turn: the scan for old conversations reads all of Rasa's
+# events, which takes far longer than the 3 s the services allow a statement.
+STATEMENT_TIMEOUT_MS = 30 * 60 * 1000
+
 # (table, SQL condition on rows to delete, with %(cutoff)s); tables created by other parts
-# (Rasa's events, the WhatsApp channel's seen ids) are skipped when they do not exist.
+# (the WhatsApp channel's seen ids) are skipped when they do not exist.
 RULES = [
-    ("events", "sender_id IN (SELECT sender_id FROM events GROUP BY sender_id"
-               " HAVING max(timestamp) < extract(epoch FROM %(cutoff)s::timestamptz))"),
     ("otp_challenges", "created_at < %(cutoff)s"),
     ("auth_sessions", "expires_at < %(cutoff)s"),
     ("certificate_links", "expires_at < %(cutoff)s"),
@@ -29,22 +37,72 @@ RULES = [
 ]
 
 
+class PurgeFailed(RuntimeError):
+    """Some tables could not be purged; the others were (counts in .deleted)."""
+
+    def __init__(self, failed: dict[str, str], deleted: dict[str, int]):
+        super().__init__("retention failed for " + ", ".join(f"{t} ({e})" for t, e in failed.items()))
+        self.failed, self.deleted = failed, deleted
+
+
 def purge(db: Database, retention_days: int, now: datetime | None = None) -> dict[str, int]:
-    """Delete what is older than retention_days; returns the number of rows per table."""
+    """Delete what is older than retention_days; returns the number of rows per table.
+
+    Each table is purged on its own, in batches of their own transactions: a table that fails
+    (a renamed column, a lock held too long) is logged and the others are still purged, then
+    PurgeFailed is raised so that the job ends in failure.
+    """
     cutoff = (now or datetime.now(timezone.utc)) - timedelta(days=retention_days)
+    deleted: dict[str, int] = {}
+    failed: dict[str, str] = {}
+    jobs = {"events": _purge_conversations}
+    jobs.update({table: partial(_purge_rows, table=table, condition=condition) for table, condition in RULES})
+    for table, job in jobs.items():
+        try:
+            if _exists(db, table):
+                deleted[table] = job(db, cutoff)
+        except Exception as exc:  # noqa: BLE001 - one table's failure must not stop the others
+            log.error("retention: %s not purged (%s)", table, type(exc).__name__)
+            failed[table] = type(exc).__name__
+    if failed:
+        raise PurgeFailed(failed, deleted)
+    return deleted
 
-    def fn(cur) -> dict[str, int]:
-        deleted = {}
-        for table, condition in RULES:
-            cur.execute("SELECT to_regclass(%s) AS t", (table,))
-            if cur.fetchone()["t"] is None:
-                continue
-            # Table names come from RULES above, never from input.
-            cur.execute(f"DELETE FROM {table} WHERE {condition}", {"cutoff": cutoff})
-            deleted[table] = cur.rowcount
-        return deleted
 
-    return db.run(fn)
+def _exists(db: Database, table: str) -> bool:
+    return db.run(lambda cur: (cur.execute("SELECT to_regclass(%s) AS t", (table,)), cur.fetchone()["t"])[1]) is not None
+
+
+def _purge_rows(db: Database, cutoff: datetime, *, table: str, condition: str) -> int:
+    # Table names and conditions come from RULES above, never from input.
+    statement = (f"DELETE FROM {table} WHERE ctid IN "
+                 f"(SELECT ctid FROM {table} WHERE {condition} LIMIT %(batch)s)")
+    total = 0
+    while True:
+        count = db.run(lambda cur: (cur.execute(statement, {"cutoff": cutoff, "batch": BATCH}), cur.rowcount)[1])
+        total += count
+        if count < BATCH:
+            return total
+
+
+def _purge_conversations(db: Database, cutoff: datetime) -> int:
+    """Rasa's events of conversations whose last event is older than the cutoff, a batch of
+    conversations at a time (through the index on sender_id). Only events older than the cutoff
+    go: a citizen who writes again while the job runs keeps what they wrote."""
+    epoch = cutoff.timestamp()
+    senders = _old_conversations(db, epoch)
+    total = 0
+    for start in range(0, len(senders), CONVERSATIONS_PER_BATCH):
+        batch = senders[start:start + CONVERSATIONS_PER_BATCH]
+        total += db.run(lambda cur: (cur.execute(
+            "DELETE FROM events WHERE sender_id = ANY(%s) AND timestamp < %s", (batch, epoch)), cur.rowcount)[1])
+    return total
+
+
+def _old_conversations(db: Database, epoch: float) -> list[str]:
+    rows = db.run(lambda cur: (cur.execute(
+        "SELECT sender_id FROM events GROUP BY sender_id HAVING max(timestamp) < %s", (epoch,)), cur.fetchall())[1])
+    return [row["sender_id"] for row in rows]
 
 
 def main() -> None:
@@ -58,10 +116,18 @@ def main() -> None:
     from .settings import PROJECT_ROOT
 
     url = database_url(Path(os.environ.get("VAR_DIR") or PROJECT_ROOT / "var"))
-    db = Database(url)
-    deleted = purge(db, args.days)
-    db.close()
-    print(f"retention {args.days} days: " + ", ".join(f"{t} {n}" for t, n in deleted.items()))
+    db = Database(url, max_connections=1, statement_timeout_ms=STATEMENT_TIMEOUT_MS)
+    try:
+        deleted = purge(db, args.days)
+    except PurgeFailed as exc:
+        deleted, status = exc.deleted, f"; failed: {', '.join(exc.failed)}"
+    else:
+        status = ""
+    finally:
+        db.close()
+    print(f"retention {args.days} days: " + ", ".join(f"{t} {n}" for t, n in deleted.items()) + status)
+    if status:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

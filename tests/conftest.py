@@ -29,6 +29,20 @@ DATA_TABLES = ["notifications", "handoffs", "ticket_notes", "audit_log", "ticket
                "certificates", "vaccinations", "citizens", "accounts"]
 
 
+def make_store(database_url: str):
+    """The project's tracker store (Rasa's SQL store, events table included) on that database."""
+    from rasa.shared.core.domain import Domain
+
+    from backend.tracker_store import StrictSQLTrackerStore
+    from tools.stack import tracker_env
+
+    env = tracker_env(database_url)
+    return StrictSQLTrackerStore(Domain.load(str(ROOT / "domain.yml")), dialect="postgresql",
+                                 host=env["TRACKER_DB_HOST"], port=env["TRACKER_DB_PORT"],
+                                 db=env["TRACKER_DB_NAME"], username=env["TRACKER_DB_USER"],
+                                 password=env["TRACKER_DB_PASSWORD"])
+
+
 def free_port() -> int:
     """A TCP port nothing listens on now, for a server a test starts."""
     with socket.socket() as probe:

@@ -130,6 +130,69 @@ def test_purge_deletes_what_is_older_than_the_retention(backend, outbox, clock):
     assert purge(backend.db, 30, now=clock() + timedelta(seconds=1))["otp_challenges"] == 0
 
 
+def test_purge_goes_in_batches_and_keeps_what_a_returning_citizen_wrote(backend, database_url, clock, monkeypatch):
+    import asyncio
+
+    from rasa.shared.core.events import UserUttered
+    from rasa.shared.core.trackers import DialogueStateTracker
+
+    from backend import retention
+    from conftest import make_store
+
+    monkeypatch.setattr(retention, "BATCH", 2)
+    monkeypatch.setattr(retention, "CONVERSATIONS_PER_BATCH", 2)
+    for n in range(5):
+        backend.otp.request(f"old-{n}", f"+628123456700{n + 1}")
+    store = make_store(database_url)
+    old, new = clock().timestamp(), clock().timestamp() + 31 * 24 * 3600
+    conversations = {f"retention-old-{n}": [old, old + 1] for n in range(5)}
+    conversations["retention-returning"] = [old, new]  # wrote again after a month: all of it kept
+    for sender, stamps in conversations.items():
+        tracker = DialogueStateTracker.from_events(sender, [UserUttered("halo", timestamp=t) for t in stamps])
+        asyncio.run(store.save(tracker))
+    clock.advance(31 * 24 * 3600)
+
+    find_old = retention._old_conversations
+
+    def citizen_writes_right_after_the_scan(db, epoch):
+        found = find_old(db, epoch)
+        tracker = asyncio.run(store.retrieve("retention-old-0"))
+        tracker.update(UserUttered("saya kembali", timestamp=new))
+        asyncio.run(store.save(tracker))
+        return found
+
+    monkeypatch.setattr(retention, "_old_conversations", citizen_writes_right_after_the_scan)
+    deleted = purge(backend.db, 30, now=clock())
+    store.dispose()
+    assert deleted["otp_challenges"] == 5  # three batches of at most 2
+    assert deleted["events"] == 10  # the old events of five conversations, three batches
+    left = backend.db.run(lambda cur: (cur.execute(
+        "SELECT sender_id, count(*) AS n FROM events WHERE sender_id LIKE 'retention-%%' GROUP BY sender_id"
+        " ORDER BY sender_id"), cur.fetchall())[1])
+    assert [(r["sender_id"], r["n"]) for r in left] == [("retention-old-0", 1), ("retention-returning", 2)]
+
+
+def test_a_failing_rule_does_not_stop_the_others_and_fails_the_job(backend, database_url, clock, monkeypatch, caplog):
+    from backend import retention
+
+    backend.otp.request("old", "+6281234567002")
+    clock.advance(31 * 24 * 3600)
+    broken = [("tickets", "renamed_column < %(cutoff)s")]
+    monkeypatch.setattr(retention, "RULES", broken + retention.RULES)
+    with pytest.raises(retention.PurgeFailed) as failure:
+        purge(backend.db, 30, now=clock())
+    assert failure.value.failed == {"tickets": "UndefinedColumn"}
+    assert failure.value.deleted["otp_challenges"] == 1  # purged all the same
+    assert "retention: tickets not purged (UndefinedColumn)" in caplog.text
+
+    # The job itself ends in failure, so that the CronJob shows it.
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setattr("sys.argv", ["retention", "--days", "30"])
+    with pytest.raises(SystemExit) as exit_status:
+        retention.main()
+    assert exit_status.value.code == 1
+
+
 # --- the REST channel --------------------------------------------------------------------------
 
 

@@ -30,9 +30,9 @@ from rasa.shared.nlu.training_data.features import Features
 from rasa.utils.endpoints import ClientResponseError, EndpointConfig
 from rasa.utils.tensorflow.models import RasaModel
 
-from conftest import serve_on_loopback
+from conftest import make_store, serve_on_loopback
 from rasa_server import speedups
-from tools.stack import ROOT, tracker_env
+from tools.stack import ROOT
 
 ORIGINAL_VALIDATE = RemoteAction._validate_action_result
 ORIGINAL_RESOLVE = events.Event.resolve_by_type
@@ -348,16 +348,6 @@ def test_tracker_store_commits_without_waiting_for_the_disk_unless_told(store, d
     durable = make_store(database_url)
     assert setting(durable.engine)[1] != "client"  # the server's setting (tests: the database's)
     durable.dispose()
-
-
-def make_store(database_url):
-    from backend.tracker_store import StrictSQLTrackerStore
-
-    env = tracker_env(database_url)
-    return StrictSQLTrackerStore(Domain.load(str(ROOT / "domain.yml")), dialect="postgresql",
-                                 host=env["TRACKER_DB_HOST"], port=env["TRACKER_DB_PORT"],
-                                 db=env["TRACKER_DB_NAME"], username=env["TRACKER_DB_USER"],
-                                 password=env["TRACKER_DB_PASSWORD"])
 
 
 def test_recent_tracker_is_reused_only_while_nobody_wrote_since(store, database_url):
