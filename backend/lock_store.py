@@ -140,7 +140,8 @@ class ConversationLockStore(LockStore):
 
 
 class _LocalQueues:
-    """One process: an asyncio.Lock per conversation, dropped when nobody holds or waits for it."""
+    """One process: an asyncio.Lock per conversation, dropped when nobody holds or waits for it.
+    No lifetime: a turn cannot outlive the process, and a cancelled turn lets go at once."""
 
     def __init__(self) -> None:
         self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
@@ -176,7 +177,7 @@ class _RedisQueues:
             username=kwargs.get("username") or None, password=kwargs.get("password") or None,
             socket_timeout=timeout, socket_connect_timeout=timeout,
             # TLS as for any server: the certificate checked against REDIS_CA_FILE or the system's
-            # CAs, and its name against REDIS_HOST (redis-py checks neither name by default).
+            # CAs, and its name against REDIS_HOST (which redis-py does not check by default).
             ssl=tls, ssl_ca_certs=kwargs.get("ssl_ca_certs") or None, ssl_cert_reqs="required",
             ssl_check_hostname=tls)
         self.prefix = (kwargs.get("key_prefix") or "") + DEFAULT_REDIS_LOCK_STORE_KEY_PREFIX

@@ -30,14 +30,14 @@ def test_statements_overlap_and_the_loop_goes_on(pool):
 
         ticker = asyncio.create_task(ticking())
         started = time.monotonic()
-        results = await asyncio.gather(*(pool.rows("SELECT pg_sleep(0.3), %s", (i,)) for i in range(3)))
+        results = await asyncio.gather(*(pool.rows("SELECT pg_sleep(0.5), %s", (i,)) for i in range(3)))
         elapsed = time.monotonic() - started
         ticker.cancel()
         return results, elapsed, ticks
 
     results, elapsed, ticks = asyncio.run(scenario())
     assert results == [[("", i)] for i in range(3)]
-    assert elapsed < 0.6  # three statements of 0.3 s at once, not one after the other
+    assert elapsed < 1.0  # three statements of 0.5 s at once, not one after the other (1.5 s)
     assert ticks >= 10  # the loop ran other work while they ran
     assert len(pool.idle) == 3 and pool.in_use == 0
 
@@ -45,11 +45,11 @@ def test_statements_overlap_and_the_loop_goes_on(pool):
 def test_at_most_size_statements_at_once(pool):
     async def scenario():
         started = time.monotonic()
-        await asyncio.gather(*(pool.rows("SELECT pg_sleep(0.2)", ()) for _ in range(6)))
+        await asyncio.gather(*(pool.rows("SELECT pg_sleep(0.4)", ()) for _ in range(6)))
         return time.monotonic() - started
 
     elapsed = asyncio.run(scenario())
-    assert 0.4 <= elapsed < 0.8  # two rounds of three
+    assert 0.8 <= elapsed < 1.2  # two rounds of three: not one round (0.4 s), not three (1.2 s)
     assert len(pool.idle) == 3 and pool.in_use == 0
 
 
