@@ -228,6 +228,28 @@ def test_two_workers_with_a_redis_lock_store(two_workers, backend):
         assert "action_listen" in kinds[i + 1:j], kinds[i:j]
 
 
+def test_two_workers_apologise_while_redis_is_down_and_carry_on_after(two_workers, backend):
+    """The lock store's Redis stops: each message is answered with the apology at once, nothing
+    of it processed; Redis back, the same conversation goes on where it was."""
+    import time
+
+    from conftest import Outbox
+    from rest.channel import APOLOGY
+
+    chat = Chat(two_workers)
+    assert "nomor HP" in chat.text("status vaksinasi")
+    two_workers.stop_redis()
+    try:
+        started = time.monotonic()
+        assert chat.text("081234567002") == APOLOGY
+        assert time.monotonic() - started < 5
+    finally:
+        two_workers.start_redis()
+    assert "kode" in chat.text("081234567002").lower()  # still asked for the number, as before
+    reply = chat.text(Outbox(two_workers.outbox).last_code("+6281234567002"))
+    assert "Status vaksinasi Siti Rahmawati" in reply
+
+
 def test_report_followed_in_the_chat_and_resolved_by_an_officer(stack, chat, database_url, monkeypatch, capsys):
     from conftest import Outbox
     from tools import tickets as officer_cli

@@ -180,7 +180,14 @@ class Stack:
 
     def stop_actions(self) -> None:
         """Stop only the action server (fault tests); start_actions() brings it back."""
-        for process in [p for p in self.processes if p.args[-1] == "actions.server"]:
+        self._stop_only(lambda args: args[-1] == "actions.server")
+
+    def stop_redis(self) -> None:
+        """Stop only the Redis this stack started (fault tests); start_redis() brings it back."""
+        self._stop_only(lambda args: args[0] == "redis-server")
+
+    def _stop_only(self, chosen) -> None:
+        for process in [p for p in self.processes if chosen(p.args)]:
             os.killpg(process.pid, signal.SIGTERM)
             process.wait(timeout=15)
             self.processes.remove(process)
