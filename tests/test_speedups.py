@@ -40,6 +40,7 @@ ORIGINAL_PARSE = MessageProcessor._parse_message_with_graph
 ORIGINAL_RUN = DaskGraphRunner.run
 ORIGINAL_FORMAT = RulePolicy.format_tracker_states  # Policy's, which RulePolicy inherits
 ORIGINAL_RULE_PREDICT = RulePolicy._predict
+ORIGINAL_POSSIBLE_KEYS = RulePolicy._get_possible_keys
 ORIGINAL_CREATE_STATES = TrackerFeaturizer.__dict__["_create_states"]
 ORIGINAL_IS_EMPTY = Domain.is_empty
 ORIGINAL_COPY = DialogueStateTracker.copy
@@ -689,6 +690,53 @@ def test_rule_states_computed_once_and_kept_give_the_same_predictions(installed,
     once = predictions_over_a_conversation(agent)
     assert once == twice
     assert {turn[2][1] for turn in once} == {"RulePolicy"}
+
+
+def rule_policy_of(agent) -> RulePolicy:
+    nodes = agent.processor.graph_runner._instantiated_nodes.values()
+    return next(node._component for node in nodes if isinstance(node._component, RulePolicy))
+
+
+def test_rules_found_through_the_index_are_rasas(installed, agent, monkeypatch):
+    """The rules that apply after every event of every_kind_of_event(), from the states made
+    on the intent and on the text, in both of the model's lookups: Rasa's set, with no more
+    checks; and the predictions over a conversation are Rasa's, with a quarter of the checks."""
+    policy = rule_policy_of(agent)
+    checks = []
+    is_applicable = RulePolicy._is_rule_applicable
+
+    def counted(self, *args):
+        checks.append(args[1])  # the turn looked back at
+        return is_applicable(self, *args)
+
+    monkeypatch.setattr(RulePolicy, "_is_rule_applicable", counted)
+    tracker = DialogueStateTracker("index", agent.domain.slots)
+    compared = matched = 0
+    for event in every_kind_of_event():
+        tracker.update(event, agent.domain)
+        for use_text in (False, True):
+            states = policy._prediction_states(tracker, agent.domain, use_text,
+                                               rule_only_data=policy._get_rule_only_data())
+            for lookup in policy.lookup.values():
+                if not isinstance(lookup, dict):
+                    continue
+                checks.clear()
+                expected = ORIGINAL_POSSIBLE_KEYS(policy, lookup, states)
+                rasas_checks = len(checks)
+                checks.clear()
+                assert policy._get_possible_keys(lookup, states) == expected
+                assert len(checks) <= rasas_checks
+                compared, matched = compared + 1, matched + bool(expected)
+    assert compared > 150 and matched > 20
+
+    with monkeypatch.context() as rasas_way:
+        rasas_way.setattr(RulePolicy, "_get_possible_keys", ORIGINAL_POSSIBLE_KEYS)
+        checks.clear()
+        expected = predictions_over_a_conversation(agent)
+        rasas_checks = len(checks)
+    checks.clear()
+    assert predictions_over_a_conversation(agent) == expected
+    assert len(checks) < rasas_checks / 4
 
 
 def every_kind_of_event() -> list:
