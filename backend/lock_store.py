@@ -167,6 +167,9 @@ class _RedisQueues:
 
     def __init__(self, config: EndpointConfig) -> None:
         import redis.asyncio
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+        from redis.exceptions import ConnectionError as RedisConnectionError
 
         kwargs = config.kwargs
         timeout = float(kwargs.get("socket_timeout") or DEFAULT_SOCKET_TIMEOUT_IN_SECONDS)
@@ -179,7 +182,11 @@ class _RedisQueues:
             # TLS as for any server: the certificate checked against REDIS_CA_FILE or the system's
             # CAs, and its name against REDIS_HOST (which redis-py does not check by default).
             ssl=tls, ssl_ca_certs=kwargs.get("ssl_ca_certs") or None, ssl_cert_reqs="required",
-            ssl_check_hostname=tls)
+            ssl_check_hostname=tls,
+            # A pooled connection that a restart of Redis broke fails its next command: that
+            # command is sent once more on a fresh connection, so the first turn after the
+            # restart does not fail (as the tracker store does with PostgreSQL).
+            retry_on_error=[RedisConnectionError], retry=Retry(NoBackoff(), 1))
         self.prefix = (kwargs.get("key_prefix") or "") + DEFAULT_REDIS_LOCK_STORE_KEY_PREFIX
         self._issue = self.redis.register_script(ISSUE)
         self._turn = self.redis.register_script(TURN)

@@ -178,6 +178,35 @@ def test_redis_down_fails_the_turn_at_once():
     assert asyncio.run(scenario()) < 2
 
 
+def test_the_first_turn_after_a_restart_of_redis_gets_the_lock(tmp_path):
+    """The store's pooled connection was broken by the restart: the turn still goes through."""
+    port = free_port()
+    server = Stack("", redis_port=port, log_dir=tmp_path / "log")
+    server.start_redis()
+
+    async def scenario():
+        store = redis_store(port)
+        async with store.lock(CONVERSATION):
+            pass
+        server.stop_redis()
+        server.start_redis()
+        async with store.lock(CONVERSATION):  # on the connection the restart broke, then a fresh one
+            held = await lock_keys(store)
+        server.stop_redis()
+        with pytest.raises(LockError):  # while it is down: the turn fails, as it must
+            async with store.lock(CONVERSATION):
+                pass
+        server.start_redis()
+        async with store.lock(CONVERSATION):
+            return held, await lock_keys(store)
+
+    try:
+        held, held_again = asyncio.run(scenario())
+        assert len(held) == len(held_again) == 2
+    finally:
+        server.stop()
+
+
 def test_in_memory_turns_one_at_a_time_in_arrival_order(monkeypatch):
     monkeypatch.setenv("SANIC_WORKERS", "1")
 
