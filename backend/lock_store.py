@@ -15,7 +15,8 @@ This store keeps Rasa's ticket design (first come, first served; a ticket expire
 TICKET_LOCK_LIFETIME seconds, so a process that died holding one does not lock the citizen
 out for good) with every change to a conversation's tickets made by one Lua script, which Redis
 runs atomically:
-- issue: the next number (INCR) joins the conversation's queue, a sorted set;
+- issue: the next number (INCR) joins the conversation's queue, a sorted set (asked again by
+  the same turn after a broken connection, it answers with the ticket already issued);
 - turn: drop expired tickets; is this ticket first in the queue, still waiting, or gone;
 - finish: drop this ticket; an empty queue leaves no key behind.
 The keys name a hash of the conversation id, not the id (on WhatsApp, a phone number), and keep
@@ -38,6 +39,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import secrets
 from contextlib import asynccontextmanager, contextmanager
 from typing import AsyncIterator, Iterator
 
@@ -57,12 +59,18 @@ log = logging.getLogger(__name__)
 LOOK_AGAIN_SECONDS = 0.5
 WAKE_TOKEN_MS = 10_000
 
-# KEYS: the queue (sorted set of "number:expires_ms", scored by number), the last number issued.
+# KEYS: the queue (sorted set of "number:expires_ms:request", scored by number), the last number
+# issued. The request is a random id of the turn asking: a request sent again (its answer lost
+# with a broken connection) gets the ticket it already has, not a second one nobody would finish.
 _NOW_MS = "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
 ISSUE = _NOW_MS + """
 local lifetime = tonumber(ARGV[1])
+for _, entry in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local number, request = string.match(entry, '^(%d+):%d+:(%w+)$')
+  if request == ARGV[2] then return tonumber(number) end
+end
 local number = redis.call('INCR', KEYS[2])
-redis.call('ZADD', KEYS[1], number, number .. ':' .. (now + lifetime))
+redis.call('ZADD', KEYS[1], number, number .. ':' .. (now + lifetime) .. ':' .. ARGV[2])
 for _, key in ipairs(KEYS) do
   if redis.call('PTTL', key) < lifetime then redis.call('PEXPIRE', key, lifetime) end
 end
@@ -73,7 +81,7 @@ TURN = _NOW_MS + """
 local mine = tonumber(ARGV[1])
 local first, found = nil, false
 for _, entry in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local number, expires = string.match(entry, '^(%d+):(%d+)$')
+  local number, expires = string.match(entry, '^(%d+):(%d+):')
   number = tonumber(number)
   if tonumber(expires) <= now then
     redis.call('ZREM', KEYS[1], entry)
@@ -209,7 +217,8 @@ class _RedisQueues:
     async def _take_ticket(self, keys: list[str], lifetime: float) -> int:
         # A cancelled wait must not leave a ticket nobody will give back (the conversation would
         # wait for it to expire): the script runs to its end and its ticket is given back then.
-        issuing = asyncio.ensure_future(self._run(self._issue, keys, [max(1, int(lifetime * 1000))]))
+        request = secrets.token_hex(8)
+        issuing = asyncio.ensure_future(self._run(self._issue, keys, [max(1, int(lifetime * 1000)), request]))
         try:
             return int(await asyncio.shield(issuing))
         except asyncio.CancelledError:

@@ -114,6 +114,21 @@ def test_turns_go_in_arrival_order_and_start_when_the_one_before_ends(redis_port
     assert keys == []
 
 
+def test_a_ticket_asked_for_again_is_the_same_ticket(redis_port):
+    """Sent again after its answer was lost, the request gets its own ticket back, not a second."""
+    async def scenario():
+        store = redis_store(redis_port)
+        keys = store._queues.keys("retried-conversation")
+        first = await store._queues.redis.eval(ISSUE, 2, *keys, 60_000, "a1b2c3")
+        again = await store._queues.redis.eval(ISSUE, 2, *keys, 60_000, "a1b2c3")
+        other = await store._queues.redis.eval(ISSUE, 2, *keys, 60_000, "d4e5f6")
+        queued = await store._queues.redis.zcard(keys[0])
+        await store._queues.redis.delete(*keys)
+        return first, again, other, queued
+
+    assert asyncio.run(scenario()) == (1, 1, 2, 2)
+
+
 def test_keys_name_no_conversation_id(redis_port):
     async def scenario():
         store = redis_store(redis_port)
@@ -129,7 +144,7 @@ def test_a_ticket_left_by_a_dead_process_expires(redis_port):
         store = redis_store(redis_port)
         queues = store._queues
         # What a process killed while holding the lock leaves: a ticket nobody gives back.
-        await queues.redis.eval(ISSUE, 2, *queues.keys(CONVERSATION), 600)
+        await queues.redis.eval(ISSUE, 2, *queues.keys(CONVERSATION), 600, "dead0process")
         started = time.monotonic()
         async with store.lock(CONVERSATION, wait_time_in_seconds=0.1):
             waited = time.monotonic() - started
