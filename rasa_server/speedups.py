@@ -450,10 +450,10 @@ def _rules_indexed_by_their_last_state() -> None:
         else:
             candidates = list(lookup)
         possible = {key for key in candidates if self._is_rule_applicable(key, 0, newest)}
-        for i, state in enumerate(reversed(states[:-1]), start=1):
+        for i in range(1, len(states)):
             if not possible or i >= max(lengths[key] for key in possible):
                 break
-            possible = {key for key in possible if self._is_rule_applicable(key, i, state)}
+            possible = {key for key in possible if self._is_rule_applicable(key, i, states[-1 - i])}
         return possible
 
     _patch(RulePolicy, "_get_possible_keys", _get_possible_keys)

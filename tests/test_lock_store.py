@@ -11,10 +11,12 @@ certificate and the right name.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import textwrap
 import time
+from typing import Iterator
 
 import pytest
 from rasa.core.lock_store import LockError, LockStore
@@ -27,13 +29,21 @@ from tools.stack import Stack
 CONVERSATION = "6281234567002"  # a WhatsApp conversation id is a phone number
 
 
+@contextlib.contextmanager
+def a_redis(folder) -> Iterator[Stack]:
+    """A redis-server of its own (tools/stack.py starts it; REDIS_PASSWORD set: it requires it)."""
+    server = Stack("", redis_port=free_port(), log_dir=folder / "log")
+    server.start_redis()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="module")
 def redis_port(tmp_path_factory):
-    port = free_port()
-    server = Stack("", redis_port=port, log_dir=tmp_path_factory.mktemp("redis") / "log")
-    server.start_redis()
-    yield port
-    server.stop()
+    with a_redis(tmp_path_factory.mktemp("redis")) as server:
+        yield server.redis_port
 
 
 def redis_store(port: int) -> ConversationLockStore:
@@ -195,12 +205,8 @@ def test_redis_down_fails_the_turn_at_once():
 
 def test_the_first_turn_after_a_restart_of_redis_gets_the_lock(tmp_path):
     """The store's pooled connection was broken by the restart: the turn still goes through."""
-    port = free_port()
-    server = Stack("", redis_port=port, log_dir=tmp_path / "log")
-    server.start_redis()
-
-    async def scenario():
-        store = redis_store(port)
+    async def scenario(server: Stack):
+        store = redis_store(server.redis_port)
         async with store.lock(CONVERSATION):
             pass
         server.stop_redis()
@@ -215,11 +221,9 @@ def test_the_first_turn_after_a_restart_of_redis_gets_the_lock(tmp_path):
         async with store.lock(CONVERSATION):
             return held, await lock_keys(store)
 
-    try:
-        held, held_again = asyncio.run(scenario())
-        assert len(held) == len(held_again) == 2
-    finally:
-        server.stop()
+    with a_redis(tmp_path) as server:
+        held, held_again = asyncio.run(scenario(server))
+    assert len(held) == len(held_again) == 2
 
 
 def test_in_memory_turns_one_at_a_time_in_arrival_order(monkeypatch):
@@ -276,11 +280,8 @@ def test_endpoints_yml_builds_this_store_and_refuses_memory_for_several_workers(
 def test_redis_with_a_password(tmp_path, monkeypatch):
     """REDIS_PASSWORD: the Redis the stack starts requires it, and only the right one gets in."""
     monkeypatch.setenv("REDIS_PASSWORD", "lock-store-test-password")
-    port = free_port()
-    server = Stack("", redis_port=port, log_dir=tmp_path / "log")
-    server.start_redis()
 
-    async def scenario(password: str) -> str:
+    async def scenario(port: int, password: str) -> str:
         store = ConversationLockStore(EndpointConfig(url="127.0.0.1", port=port, store="redis", password=password))
         try:
             async with store.lock(CONVERSATION):
@@ -288,13 +289,11 @@ def test_redis_with_a_password(tmp_path, monkeypatch):
         except LockError as exc:
             return str(exc)
 
-    try:
-        assert asyncio.run(scenario("lock-store-test-password")) == "held"
+    with a_redis(tmp_path) as server:
+        assert asyncio.run(scenario(server.redis_port, "lock-store-test-password")) == "held"
         for wrong in ("", "guess"):
-            error = asyncio.run(scenario(wrong))
+            error = asyncio.run(scenario(server.redis_port, wrong))
             assert error.startswith("Redis lock store unavailable") and "guess" not in error
-    finally:
-        server.stop()
 
 
 def test_redis_over_tls_checks_the_certificate_and_its_name(tmp_path):
