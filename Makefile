@@ -11,7 +11,7 @@ export SQLALCHEMY_SILENCE_UBER_WARNING := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help install train run serve test validate test-core purge tickets verify-certificate bench simulator nlu-report clean
+.PHONY: help install system-packages train run serve test validate test-core purge tickets verify-certificate bench simulator nlu-report clean
 
 help:
 	@echo "make run      everything up, then a chat in this terminal (Ctrl-C stops it all)"
@@ -31,6 +31,11 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt requirements.lock
 	$(PY) -m pip install --quiet -r requirements-dev.txt -c requirements.lock
 	@touch $@
 
+# Debian packages the tests use (redis-server, chromium, poppler, zbar): installed when missing
+# and this user may (root or sudo without a password), else one message with the command.
+system-packages:
+	@tools/system-packages
+
 train: $(MODEL)
 
 $(MODEL): $(TRAINING) | install
@@ -41,6 +46,7 @@ run: install $(MODEL)
 
 # WORKERS=2: two Rasa workers with a Redis lock store started for them.
 serve: install $(MODEL)
+	@if [ "$${WORKERS:-1}" -gt 1 ]; then tools/system-packages redis; fi
 	WORKERS=$(WORKERS) $(PY) -m tools.stack serve
 
 purge: install
@@ -68,7 +74,8 @@ bench: install $(MODEL)
 validate: install
 	$(RASA) data validate --fail-on-warnings
 
-test: install $(MODEL) validate
+# system-packages first: a machine without them stops at once, before the install and training.
+test: system-packages install $(MODEL) validate
 	$(PY) deploy/check.py
 	$(PY) -m pytest -q tests
 	$(MAKE) --no-print-directory test-core
