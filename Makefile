@@ -38,11 +38,14 @@ system-packages:
 
 train: $(MODEL)
 
+# Rasa's training output (pages of progress bars and warnings) goes to a log, shown on failure.
 $(MODEL): $(TRAINING) | install
-	$(RASA) train --fixed-model-name current --out models
+	@mkdir -p var/log && echo "training the model (about 2 minutes; log in var/log/train.log)"
+	@$(RASA) train --fixed-model-name current --out models > var/log/train.log 2>&1 \
+		|| { tail -n 40 var/log/train.log; echo "training failed: var/log/train.log"; exit 1; }
 
 run: install $(MODEL)
-	$(PY) -m tools.stack run
+	@$(PY) -m tools.stack run
 
 # WORKERS=2: two Rasa workers with a Redis lock store started for them.
 serve: install $(MODEL)

@@ -2,7 +2,7 @@
 
     python -m tools.stack serve   # REST channel on 5005, action server on 5055, until Ctrl-C
     WORKERS=2 python -m tools.stack serve   # two Rasa workers sharing a Redis lock store
-    python -m tools.stack run     # the same with a chat in this terminal (rasa shell)
+    python -m tools.stack run     # the same with a chat in this terminal (tools/chat.py)
     python -m tools.stack db      # just the database: migrate, seed, print the URL, wait
 
 With DATABASE_URL set, that server is used; otherwise an embedded PostgreSQL under
@@ -134,11 +134,12 @@ class Stack:
         })
         return env
 
-    def _start(self, name: str, args: list[str], *, foreground: bool = False) -> subprocess.Popen:
+    def _start(self, name: str, args: list[str]) -> subprocess.Popen:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        out = None if foreground else open(self.log_dir / f"{name}.log", "ab")
-        process = subprocess.Popen(args, cwd=ROOT, env=self.env(), stdout=out, stderr=out,
-                                   start_new_session=not foreground)
+        # A session of its own: the terminal's Ctrl-C reaches only this process, which stops them.
+        with open(self.log_dir / f"{name}.log", "ab") as out:
+            process = subprocess.Popen(args, cwd=ROOT, env=self.env(), stdout=out, stderr=out,
+                                       start_new_session=True)
         self.processes.append(process)
         return process
 
@@ -214,6 +215,19 @@ class Stack:
         self.processes.clear()
 
 
+def quiet_warnings(path: Path) -> None:
+    """Libraries' warnings (deprecations, platformdirs) go to a log file, not the chat's screen."""
+    import logging
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    logging.captureWarnings(True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+    warnings_log = logging.getLogger("py.warnings")
+    warnings_log.addHandler(handler)
+    warnings_log.propagate = False
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["serve", "run", "db"])
@@ -227,6 +241,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGINT, interrupt)
     var_dir = Path(os.environ.get("VAR_DIR") or ROOT / "var")
+    quiet_warnings(var_dir / "log" / "stack.log")
     url = database_url(var_dir)
     prepare_database(url)
     if args.command == "db":
@@ -238,18 +253,20 @@ def main() -> int:
     stack = Stack(url, rasa_port=int(os.environ.get("RASA_PORT", 5005)),
                   action_port=int(os.environ.get("ACTION_SERVER_PORT", 5055)),
                   workers=int(os.environ.get("WORKERS") or 1),
-                  redis_port=int(os.environ.get("REDIS_PORT") or 6379))
+                  redis_port=int(os.environ.get("REDIS_PORT") or 6379), log_dir=var_dir / "log")
     started = time.monotonic()
     try:
         if args.command == "db":
             signal.pause()
         stack.start_actions()
-        if args.command == "run":
-            log("starting the chat (Ctrl-C or /stop to quit) ...")
-            chat = stack._start("shell", stack.rasa_args("shell"), foreground=True)
-            return chat.wait()
         stack.start_rasa()
         log(f"everything up in {time.monotonic() - started:.1f} s; logs in {stack.log_dir}; Ctrl-C stops")
+        if args.command == "run":
+            from tools import chat
+
+            log("chat: type freely, or a button's number; /stop or Ctrl-C ends everything")
+            return chat.chat(f"http://127.0.0.1:{stack.rasa_port}/webhooks/rest/webhook",
+                             chat.new_sender())
         while all(p.poll() is None for p in stack.processes):
             time.sleep(1)
         log("a process exited; stopping the rest")
