@@ -5,12 +5,37 @@ test stories (`make test-core`), so that they check the Rasa that answers citize
 needs none of it and stays plain `rasa`.
 """
 
+import os
 import sys
+from typing import Mapping
 
-from rasa_server import speedups
+# Options that open Rasa to browsers or to remote models; refused whatever the configuration
+# (docs/platform.md: sanic-cors' unanchored origin regex, CVE-2024-49375's model loading).
+REFUSED_OPTIONS = {
+    "--cors": "CORS (sanic-cors matches origins unanchored, CVE-2026-37737; no browser calls Rasa)",
+    "--enable-api": "Rasa's HTTP API (trackers of every citizen, model loading: CVE-2024-49375)",
+    "--remote-storage": "models from remote storage (only the model trained and tested here runs)",
+}
+
+
+def refused(argv: list[str], env: Mapping[str, str]) -> str | None:
+    """Why these arguments may not start Rasa, or None. The simulator alone (a development tool
+    on loopback) opts in to the HTTP API, with a token of its own per run."""
+    names = [arg.split("=", 1)[0] for arg in argv]
+    for name in names:
+        if name == "--enable-api" and env.get("RASA_SERVER_ALLOW_API") == "1" and "--auth-token" in names:
+            continue
+        if name in REFUSED_OPTIONS:
+            return f"rasa_server: {name} is refused: {REFUSED_OPTIONS[name]}"
+    return None
 
 
 def main() -> None:
+    reason = refused(sys.argv[1:], os.environ)
+    if reason:
+        sys.exit(reason)
+    from rasa_server import speedups
+
     speedups.install()
     from rasa.__main__ import main as rasa_main
 

@@ -62,6 +62,8 @@ def launch(database_url: str, *, host: str = "127.0.0.1", port: int = 8090, rasa
     stack = SimulatorStack(database_url, rasa_port=rasa_port, action_port=action_port, log_dir=log_dir,
                            api_token=api_token,
                            extra_env={**(extra_env or {}), **simulator.env(app_secret, verify_token),
+                                      # rasa_server refuses the HTTP API unless told (docs/platform.md).
+                                      "RASA_SERVER_ALLOW_API": "1",
                                       # The code goes to the outbox the page shows, unless asked otherwise.
                                       "OTP_SENDER": env.get("OTP_SENDER") or "outbox"})
     running = Running(simulator, stack)

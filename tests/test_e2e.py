@@ -287,3 +287,16 @@ def test_handed_over_to_an_officer_and_back(stack, chat, database_url, monkeypat
     officer_cli.main(["release", reference, "--officer", "budi"])
     back = chat.say("halo")
     assert "asisten otomatis" in back[0]["text"] and back[-1].get("buttons")
+
+
+@pytest.mark.parametrize("origin", ["https://trusted.com.attacker.io", "null", "http://localhost:8090"])
+def test_no_cors_header_from_rasa_or_the_action_server(stack, origin):
+    """docs/platform.md: sanic-cors' unanchored origins (CVE-2026-37737) never come into play."""
+    for base, path in ((f"http://127.0.0.1:{stack.rasa_port}", "/webhooks/rest/webhook"),
+                       (f"http://127.0.0.1:{stack.action_port}", "/health")):
+        preflight = requests.options(base + path, timeout=10, headers={
+            "Origin": origin, "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type"})
+        plain = requests.get(base + "/", timeout=10, headers={"Origin": origin})
+        for reply in (preflight, plain):
+            assert not [h for h in reply.headers if h.lower().startswith("access-control-")], (base, reply.headers)
