@@ -1,0 +1,197 @@
+"""Access to the action server (every route but the public ones needs the token, whatever the
+spelling of its path, and no CORS), the WhatsApp webhook's age limit, and the simulator's
+refusal to listen beyond loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import re
+import threading
+
+import pytest
+from rasa_sdk.executor import ActionExecutor
+
+from conftest import free_port
+from test_security import webhook_body
+
+# --- the action server -------------------------------------------------------------------------
+
+PUBLIC = {"health", "certificate", "verification_page"}
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "TRACE", "FOO")
+
+
+class AppServer:
+    """A Sanic app served on 127.0.0.1 in a thread; requests go out through http.client, which
+    sends the path exactly as written (no normalising of //, %xx or case)."""
+
+    def __init__(self, app):
+        self.app, self.port = app, free_port()
+        app.config.GRACEFUL_SHUTDOWN_TIMEOUT = 0.1
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def __enter__(self) -> "AppServer":
+        ready = threading.Event()
+
+        def serve():
+            loop = self.loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            server = loop.run_until_complete(self.app.create_server(
+                host="127.0.0.1", port=self.port, return_asyncio_server=True, access_log=False))
+            loop.run_until_complete(server.startup())
+            ready.set()
+            loop.run_forever()
+            server.close()
+            loop.run_until_complete(server.wait_closed())
+            for connection in list(server.connections):
+                if connection.transport is not None:
+                    connection.transport.abort()
+            loop.close()
+
+        self.thread = threading.Thread(target=serve, name="action-server", daemon=True)
+        self.thread.start()
+        assert ready.wait(20), "the action server did not start"
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(20)
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                headers: dict | None = None) -> tuple[int, dict, bytes]:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            connection.request(method, path, body=body, headers=headers or {})
+            reply = connection.getresponse()
+            return reply.status, {k.lower(): v for k, v in reply.getheaders()}, reply.read()
+        finally:
+            connection.close()
+
+
+def spellings(path: str) -> list[str]:
+    """Other ways of writing a path that a router might take for it."""
+    first, rest = path[1], path[2:]
+    return [path, path + "/", path + "//", "/" + path, path + "?x=1", path + "/?token=x",
+            path.upper(), path[:1] + first.upper() + rest, f"/%{ord(first):02x}{rest}",
+            f"/%{ord(first):02X}{rest}", "/%2F" + path[1:], path + "%2F", "/." + path, "/x/.." + path,
+            path + "%20", path + "%00", path + ";x", path + "#x",
+            f"http://127.0.0.1{path}"]
+
+
+def concrete(route) -> str:
+    """The route's path with a value for each parameter."""
+    return "/" + re.sub(r"<[^>]+>", "x", route.path)
+
+
+@pytest.fixture
+def action_server(action_app, action_client, monkeypatch):
+    """The action server on loopback, and a list of the actions it ran."""
+    ran: list[str] = []
+    run = ActionExecutor.run
+
+    async def recording_run(self, action_call):
+        ran.append(action_call.get("next_action"))
+        return await run(self, action_call)
+
+    monkeypatch.setattr(ActionExecutor, "run", recording_run)
+    with AppServer(action_app) as server:
+        server.ran = ran
+        yield server
+
+
+def rows(backend, table: str) -> int:
+    return backend.db.run(lambda cur: (cur.execute(f"SELECT count(*) AS n FROM {table}"),
+                                       cur.fetchone())[1])["n"]
+
+
+def test_a_trailing_slash_does_not_skip_the_token(action_server, backend, outbox):
+    body = json.dumps(webhook_body("c1", "081234567001")).encode()
+    status, _, reply = action_server.request("POST", "/webhook/", body, {"Content-Type": "application/json"})
+    assert status == 401 and b"events" not in reply
+    status, _, reply = action_server.request("GET", "/actions/")
+    assert status == 401 and b"action_" not in reply
+    assert action_server.ran == [] and outbox.messages() == []
+
+
+def test_every_non_public_route_needs_the_token_in_every_spelling(action_app, action_server,
+                                                                   backend, outbox):
+    names = {route.name.split(".", 1)[1]: route for route in action_app.router.routes}
+    assert {"webhook", "actions"} <= set(names) and PUBLIC <= set(names)
+    protected = [route for name, route in names.items() if name not in PUBLIC]
+    body = json.dumps(webhook_body("c1", "081234567001")).encode()
+    token = backend.settings.action_server_token
+    refusals = 0
+    for route in protected:
+        for path in spellings(concrete(route)):
+            for method in METHODS:
+                for auth in (None, "Bearer wrong", token, f"Bearer {token}x", f"bearer  {token[:-1]}"):
+                    headers = {"Content-Type": "application/json"}
+                    if auth is not None:
+                        headers["Authorization"] = auth
+                    status, _, reply = action_server.request(method, path, body, headers)
+                    assert status in (401, 404, 405), (method, path, auth, status, reply[:200])
+                    assert b"action_" not in reply and b"events" not in reply, (method, path)
+                    refusals += status == 401
+    # the spellings Sanic routes to the handlers were refused, not merely missed
+    assert refusals >= len(protected) * 3 * 5
+    assert action_server.ran == []
+    assert outbox.messages() == [] and rows(backend, "otp_challenges") == 0
+    # The same call with the token runs, in the spellings that reach the handler.
+    good = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    for path in ("/webhook", "/webhook/"):
+        status, _, reply = action_server.request("POST", path, body, good)
+        assert status == 200 and json.loads(reply)["events"]
+    assert action_server.ran == ["validate_certificate_form"] * 2
+    status, _, reply = action_server.request("GET", "/actions", headers=good)
+    assert status == 200 and {"name": "validate_certificate_form"} in json.loads(reply)
+
+
+def test_unmatched_routes_are_refused_and_echo_nothing(action_server, backend):
+    body = json.dumps(webhook_body("c1", "081234567001")).encode()
+    good = {"Authorization": f"Bearer {backend.settings.action_server_token}"}
+    for method, path, expected in (("POST", "/nothing", 404), ("GET", "//webhook", 404),
+                                   ("POST", "/%77ebhook", 404), ("POST", "/health", 405),
+                                   ("DELETE", "/certificates/x.pdf", 405)):
+        # Without the token even a path that matches nothing is refused; with it, 404 or 405.
+        for headers, status_wanted in (({}, 401), (good, expected)):
+            status, _, reply = action_server.request(
+                method, path, body, {"Content-Type": "application/json", **headers})
+            assert status == status_wanted, (method, path, headers, status)
+            assert b"081234567001" not in reply and b"request_body" not in reply
+    assert action_server.ran == []
+
+
+def test_public_routes_work_without_the_token(action_server, backend, outbox):
+    status, _, reply = action_server.request("GET", "/health")
+    assert status == 200 and json.loads(reply) == {"status": "ok"}
+    status, _, reply = action_server.request("GET", "/verifikasi")
+    assert status == 200 and b"Verifikasi Sertifikat" in reply
+    status, _, reply = action_server.request(
+        "POST", "/verifikasi", b"qr=HC1%3Arusak", {"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 200 and b"Ditolak" in reply
+    backend.otp.request("c1", "+6281234567002")
+    backend.otp.verify("c1", outbox.last_code("+6281234567002"))
+    _, _, link = backend.repo.create_certificate_link("c1", 1)
+    status, headers, reply = action_server.request("GET", f"/certificates/{link}.pdf")
+    assert status == 200 and headers["content-type"] == "application/pdf" and reply.startswith(b"%PDF")
+    assert action_server.ran == []
+
+
+def test_no_cors_headers_on_any_route(action_app, action_server, backend):
+    token = backend.settings.action_server_token
+    paths = [concrete(route) for route in action_app.router.routes] + ["/nothing"]
+    for path in paths:
+        for method in ("OPTIONS", "GET", "POST"):
+            for origin in ("https://evil.example", "null", ""):
+                for auth in ({}, {"Authorization": f"Bearer {token}"}):
+                    headers = {"Origin": origin, "Access-Control-Request-Method": "POST",
+                               "Access-Control-Request-Headers": "authorization", **auth}
+                    status, reply_headers, _ = action_server.request(
+                        method, path, b"{}" if method == "POST" else None, headers)
+                    cors = [h for h in reply_headers if h.startswith("access-control-")]
+                    assert cors == [], (method, path, origin, status, cors)
+    # No preflight is answered: OPTIONS is not a method of any route.
+    status, _, _ = action_server.request("OPTIONS", "/health", headers={
+        "Origin": "https://evil.example", "Authorization": f"Bearer {token}"})
+    assert status == 405
