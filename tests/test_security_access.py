@@ -7,14 +7,20 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import logging
 import re
 import threading
+import time
 
 import pytest
 from rasa_sdk.executor import ActionExecutor
 
 from conftest import free_port
 from test_security import webhook_body
+# The WhatsApp channel on a real server, the fake Graph API and the stand-in for Rasa.
+from test_whatsapp_channel import fake, post, rasa, server, wa_settings  # noqa: F401
+from whatsapp.fake_graph import sticker, text, webhook
+from whatsapp_support import CITIZEN
 
 # --- the action server -------------------------------------------------------------------------
 
@@ -195,3 +201,61 @@ def test_no_cors_headers_on_any_route(action_app, action_server, backend):
     status, _, _ = action_server.request("OPTIONS", "/health", headers={
         "Origin": "https://evil.example", "Authorization": f"Bearer {token}"})
     assert status == 405
+
+
+# --- the WhatsApp webhook's age limit ----------------------------------------------------------
+
+DAY = 86400
+
+
+def seen(database_url: str, wamid: str) -> bool:
+    import psycopg2
+
+    with psycopg2.connect(database_url) as connection, connection.cursor() as cur:
+        cur.execute("SELECT 1 FROM whatsapp_seen_messages WHERE wamid = %s", (wamid,))
+        found = cur.fetchone() is not None
+    connection.close()
+    return found
+
+
+def test_an_old_or_future_signed_message_is_acknowledged_but_not_processed(
+        server, rasa, fake, wa_settings, database_url, caplog):
+    now = int(time.time())
+    window = wa_settings.dedupe_days * DAY
+    replays = [text(CITIZEN, "ubah email saya", timestamp=now - window - 3600),  # id forgotten
+               text(CITIZEN, "status vaksin", timestamp=now - window),  # the window's very end
+               sticker(CITIZEN, timestamp=now - 30 * DAY),  # would be answered without Rasa
+               text(CITIZEN, "halo dari masa depan", timestamp=now + DAY),
+               text(CITIZEN, "tanpa tanggal", timestamp=0)]
+    with caplog.at_level(logging.WARNING, logger="whatsapp.channel"):
+        for message in replays:
+            assert post(server, webhook([message])).status_code == 200  # Meta need not resend
+        fake.quiet_for(0.5)
+    assert rasa.received == [] and fake.sent() == []
+    assert not any(seen(database_url, message["id"]) for message in replays)
+    warnings = [r.getMessage() for r in caplog.records if "dated outside" in r.getMessage()]
+    assert len(warnings) == len(replays)
+    assert not any(CITIZEN[2:] in line for line in caplog.text.splitlines())
+
+    # A fresh message, and one delivered late but within the window, are still processed.
+    late = text(CITIZEN, "masih berlaku", timestamp=now - window + 3600)
+    assert post(server, webhook([late, text(CITIZEN, "halo", timestamp=now)])).status_code == 200
+    assert [m.text for m in rasa.wait_for(2)] == ["masih berlaku", "halo"]
+    assert [m["text"]["body"] for m in fake.wait_for_sent(2)] == ["echo masih berlaku", "echo halo"]
+
+
+def test_a_batch_keeps_its_fresh_messages_and_drops_the_old_ones(server, rasa, fake):
+    now = int(time.time())
+    batch = webhook([text(CITIZEN, "lama", timestamp=now - 8 * DAY), text(CITIZEN, "baru", timestamp=now)])
+    assert post(server, batch).status_code == 200
+    assert [m.text for m in rasa.wait_for(1)] == ["baru"]
+    fake.quiet_for(0.3)
+    assert [m.text for m in rasa.received] == ["baru"] and len(fake.sent()) == 1
+
+
+def test_the_age_limit_follows_the_dedupe_setting():
+    from whatsapp.settings import MAX_CLOCK_AHEAD_SECONDS, WhatsAppSettings
+
+    for days in ("7", "10"):
+        settings = WhatsAppSettings.from_env({"WHATSAPP_DEDUPE_DAYS": days})
+        assert settings.message_max_age_seconds == int(days) * DAY - MAX_CLOCK_AHEAD_SECONDS
