@@ -259,3 +259,88 @@ def test_the_age_limit_follows_the_dedupe_setting():
     for days in ("7", "10"):
         settings = WhatsAppSettings.from_env({"WHATSAPP_DEDUPE_DAYS": days})
         assert settings.message_max_age_seconds == int(days) * DAY - MAX_CLOCK_AHEAD_SECONDS
+
+
+# --- the simulator listens on loopback only ----------------------------------------------------
+
+
+def nothing_listens(port: int) -> bool:
+    import socket
+
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "", "::", "192.0.2.10", "no-such-host.invalid"])
+def test_the_simulator_refuses_a_host_beyond_loopback(host, tmp_path, caplog):
+    from simulator.server import RemoteHostRefused, Simulator
+
+    port = free_port()
+    for env in ({}, {"SIMULATOR_ALLOW_REMOTE": "0"}, {"SIMULATOR_ALLOW_REMOTE": "yes"}):
+        with pytest.raises(RemoteHostRefused, match="SIMULATOR_ALLOW_REMOTE=1") as refused:
+            Simulator(host=host, port=port, outbox=tmp_path / "outbox.jsonl", env=env).start()
+        assert "loopback" in str(refused.value)
+        assert nothing_listens(port)
+
+
+def test_the_simulator_command_exits_before_listening(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "SIMULATOR_ALLOW_REMOTE"}
+    # A database nobody serves: the refusal must come before the command needs one.
+    env.update(VAR_DIR=str(tmp_path), DATABASE_URL="postgresql://nobody@127.0.0.1:9/none")
+    started = time.monotonic()
+    process = subprocess.Popen([sys.executable, "-m", "simulator", "--host", "0.0.0.0", "--port", str(port)],
+                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, start_new_session=True)
+    try:
+        output, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:  # it went on to start the stack: stop all of it
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(30)
+    assert process.returncode == 2, output
+    assert "SIMULATOR_ALLOW_REMOTE=1" in output and "loopback" in output and "Traceback" not in output
+    assert nothing_listens(port)
+    assert time.monotonic() - started < 60
+
+
+def test_the_simulator_beyond_loopback_when_told_warns(tmp_path, caplog):
+    import requests
+
+    from simulator.server import Simulator
+
+    with caplog.at_level(logging.WARNING, logger="simulator.server"):
+        simulator = Simulator(host="0.0.0.0", outbox=tmp_path / "outbox.jsonl",
+                              env={"SIMULATOR_ALLOW_REMOTE": "1"}).start()
+    try:
+        [warning] = [r for r in caplog.records if r.name == "simulator.server"]
+        assert warning.levelno == logging.WARNING and "OTP" in warning.getMessage()
+        assert "0.0.0.0" in warning.getMessage() and "SIMULATOR_ALLOW_REMOTE=1" in warning.getMessage()
+        reply = requests.get(f"http://127.0.0.1:{simulator.port}/sim/api/config", timeout=5)
+        assert reply.status_code == 200
+    finally:
+        simulator.stop()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost", "127.0.0.2"])
+def test_the_simulator_on_loopback_starts_without_a_warning(host, tmp_path, caplog):
+    import requests
+
+    from simulator.server import Simulator
+
+    with caplog.at_level(logging.WARNING, logger="simulator.server"):
+        simulator = Simulator(host=host, outbox=tmp_path / "outbox.jsonl", env={}).start()
+    try:
+        assert [r for r in caplog.records if r.name == "simulator.server"] == []
+        reply = requests.get(f"{simulator.base_url}/sim/api/config", timeout=5)
+        assert reply.status_code == 200 and reply.json()["demo"]
+    finally:
+        simulator.stop()
