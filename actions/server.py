@@ -18,8 +18,9 @@ from pathlib import Path
 import orjson
 import yaml
 
-from rasa_sdk.endpoint import create_app
+import rasa_sdk.endpoint as sdk_endpoint
 from sanic import Sanic, response
+from sanic.exceptions import MethodNotSupported, NotFound
 from sanic.request import Request
 
 from backend import DatabaseUnavailable
@@ -119,23 +120,51 @@ def add_verification_routes(app: Sanic) -> None:
         return response.html(page, headers=PAGE_HEADERS)
 
 
-# rasa-sdk's own routes that run or list actions; /health and the certificate links stay open.
-PROTECTED_PATHS = ("/webhook", "/actions")
+# The only routes served without the token, by the handler's name: everything else (rasa-sdk's
+# /webhook and /actions, and any route added later) needs it. Checked against the route Sanic
+# matched, so every spelling of a path that reaches a handler (/webhook/, /webhook//) is covered.
+PUBLIC_ROUTES = frozenset({"health", "certificate", "verification_page"})
 
 
 def add_token_check(app: Sanic) -> None:
     """Only our Rasa may run actions: it sends `Authorization: Bearer <ACTION_SERVER_TOKEN>`."""
+    public = frozenset(f"{app.name}.{name}" for name in PUBLIC_ROUTES)
 
     @app.middleware("request")
     async def require_token(request: Request):
-        if request.path not in PROTECTED_PATHS:
+        route = getattr(request, "route", None)
+        if route is not None and route.name in public:
             return None
         expected = f"Bearer {get_backend().settings.action_server_token}".encode()
         given = (request.headers.get("authorization") or "").encode()
         if not hmac.compare_digest(given, expected):
-            log.warning("refused a call to %s without the right token", request.path)
+            # The route's name, not the path: the path is whatever the caller wrote.
+            log.warning("refused a call to %s without the right token",
+                        route.name if route is not None else "an unknown route")
             return response.json({"error": "unauthorized"}, status=401)
         return None
+
+    # A request that matches no route still passes the check above (401 without the token);
+    # with it, these answer 404/405 where rasa-sdk's catch-all answered 500 echoing the body.
+    @app.exception(NotFound)
+    async def not_found(request: Request, exception: Exception):
+        return response.json({"error": "not found"}, status=404)
+
+    @app.exception(MethodNotSupported)
+    async def method_not_allowed(request: Request, exception: Exception):
+        return response.json({"error": "method not allowed"}, status=405)
+
+
+def create_app_without_cors() -> Sanic:
+    """rasa-sdk's app, without the CORS extension its create_app always installs: only Rasa calls
+    this server, never a browser, and even `cors_origins=None` answered preflights with
+    Access-Control-* headers."""
+    configure_cors = sdk_endpoint.configure_cors
+    sdk_endpoint.configure_cors = lambda app, cors_origins=None: None
+    try:
+        return sdk_endpoint.create_app("actions", cors_origins=None)
+    finally:
+        sdk_endpoint.configure_cors = configure_cors
 
 
 class FastJSONRequest(Request):
@@ -148,7 +177,7 @@ class FastJSONRequest(Request):
 
 
 def build_app() -> Sanic:
-    app = create_app("actions", cors_origins=None)
+    app = create_app_without_cors()
     app.request_class = FastJSONRequest
     add_token_check(app)
     add_certificate_routes(app)

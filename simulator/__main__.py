@@ -2,6 +2,9 @@
 
     python -m simulator              # page on http://localhost:8090/ (SIMULATOR_PORT), until Ctrl-C
 
+It listens on loopback only: `--host` beyond it (0.0.0.0, a LAN address) is refused unless
+SIMULATOR_ALLOW_REMOTE=1, since the page shows every number's OTP codes to whoever reaches it.
+
 Rasa and the action server use RASA_PORT and ACTION_SERVER_PORT (5005, 5055) as `make serve`
 does, and DATABASE_URL or the embedded PostgreSQL under var/.
 """
@@ -18,13 +21,20 @@ from pathlib import Path
 from tools.stack import MODEL, ROOT, database_url, log, prepare_database
 
 from .run import launch
+from .server import RemoteHostRefused, check_listen_host
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=int(os.environ.get("SIMULATOR_PORT") or 8090))
-    parser.add_argument("--host", default="127.0.0.1", help="where the page is served (loopback by default)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="where the page is served: loopback only, unless SIMULATOR_ALLOW_REMOTE=1")
     args = parser.parse_args()
+    try:
+        check_listen_host(args.host, warn=False)  # before the database or anything else starts
+    except RemoteHostRefused as exc:
+        log(f"refused: {exc}")
+        return 2
 
     def interrupt(*_):
         raise KeyboardInterrupt()

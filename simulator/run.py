@@ -35,7 +35,7 @@ class Running:
 
     @property
     def url(self) -> str:
-        return f"http://{self.simulator.host}:{self.simulator.port}/"
+        return self.simulator.base_url + "/"
 
     def stop(self) -> None:
         self.stack.stop()

@@ -17,8 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ipaddress
 import json
+import logging
+import os
 import re
+import socket
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -28,6 +32,8 @@ from aiohttp import web
 
 from whatsapp.fake_graph import ChatEntry, FakeGraph, button_reply, list_reply, text
 
+log = logging.getLogger(__name__)
+
 STATIC = Path(__file__).resolve().parent / "static"
 BUSINESS_NAME = "Asisten Sertifikat Vaksin"
 WA_ID = r"{wa_id:\d{5,20}}"
@@ -36,6 +42,42 @@ OUTBOX_LIMIT = 20
 OUTBOX_POLL_SECONDS = 0.5
 KEEPALIVE_SECONDS = 15.0
 _CODE = re.compile(r"(?<!\d)\d{6}(?!\d)")
+# The page serves every number's OTP outbox and lets anyone write as anyone, without a login:
+# it listens beyond loopback only when this is set to 1.
+ALLOW_REMOTE = "SIMULATOR_ALLOW_REMOTE"
+
+
+class RemoteHostRefused(ValueError):
+    """The simulator was asked to listen on an address other machines can reach."""
+
+
+def is_loopback(host: str) -> bool:
+    """Whether every address `host` stands for is a loopback one ("" and 0.0.0.0 are not)."""
+    if not host:
+        return False
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except (socket.gaierror, UnicodeError):
+        return False
+    return bool(addresses) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses)
+
+
+def check_listen_host(host: str, env: dict | None = None, *, warn: bool = True) -> None:
+    """Refuse a host beyond loopback unless SIMULATOR_ALLOW_REMOTE=1; warn when it is allowed."""
+    if is_loopback(host):
+        return
+    if ((os.environ if env is None else env).get(ALLOW_REMOTE) or "").strip() != "1":
+        raise RemoteHostRefused(
+            f"the simulator serves every number's OTP codes without a login, so it listens only on "
+            f"loopback (127.0.0.1, ::1, localhost), not on {host or 'every interface'!r}; "
+            f"set {ALLOW_REMOTE}=1 to allow it on a network you trust")
+    if warn:
+        log.warning("the simulator listens on %r, beyond loopback (%s=1): anyone who reaches it reads "
+                    "every number's OTP codes", host or "every interface", ALLOW_REMOTE)
 
 # What each demo account is good for trying (README's table), in the designers' language.
 DEMO_HINTS = {
@@ -110,8 +152,10 @@ class RasaConversations:
 class Simulator(FakeGraph):
     """FakeGraph plus the page; `rasa` (optional) lets "new conversation" reset Rasa's side too."""
 
-    def __init__(self, *, outbox: Path, rasa: RasaConversations | None = None, **kwargs: Any):
+    def __init__(self, *, outbox: Path, rasa: RasaConversations | None = None, env: dict | None = None,
+                 **kwargs: Any):
         super().__init__(**kwargs)
+        check_listen_host(self.host, env)  # before anything listens
         self.outbox = Path(outbox)
         self.rasa = rasa
         self.demo = demo_numbers()

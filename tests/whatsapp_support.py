@@ -30,9 +30,10 @@ CITIZEN = "6281234567002"   # Siti Rahmawati's number, as WhatsApp writes it
 OTHER = "6281234567004"
 
 
-def payload(name: str, *, fresh_ids: bool = True, **replace: str) -> dict:
+def payload(name: str, *, fresh_ids: bool = True, fresh_times: bool = True, **replace: str) -> dict:
     """A fixture from tests/whatsapp_payloads/, with new message ids (so that the dedupe table
-    of earlier runs does not drop it) and `OLD=new` text replacements applied."""
+    of earlier runs does not drop it), its messages' timestamps moved so that the newest is now
+    (the channel ignores old ones), and `OLD=new` text replacements applied."""
     text = (PAYLOADS / f"{name}.json").read_text(encoding="utf-8")
     for old, new in replace.items():
         text = text.replace(old, new)
@@ -42,6 +43,12 @@ def payload(name: str, *, fresh_ids: bool = True, **replace: str) -> dict:
             for change in entry.get("changes", []):
                 for message in change.get("value", {}).get("messages", []):
                     message["id"] = new_wamid()
+    if fresh_times:
+        dated = [m for m in messages_of(data) if str(m.get("timestamp", "")).isdigit()]
+        if dated:
+            shift = int(time.time()) - max(int(m["timestamp"]) for m in dated)
+            for message in dated:
+                message["timestamp"] = str(int(message["timestamp"]) + shift)
     return data
 
 

@@ -18,6 +18,7 @@ import json
 import logging
 import re
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
@@ -35,7 +36,7 @@ from . import outbound, texts
 from .dedupe import SeenMessages
 from .graph import GraphClient, GraphError, mask_wa_id
 from .inbound import SIGNATURE_HEADER, Inbound, log_statuses, read_webhook, signature_is_valid
-from .settings import WhatsAppSettings
+from .settings import MAX_CLOCK_AHEAD_SECONDS, WhatsAppSettings
 
 log = logging.getLogger(__name__)
 
@@ -282,6 +283,7 @@ class WhatsAppInput(InputChannel):
         messages, statuses = read_webhook(payload)
         log_statuses(statuses)
         wanted = sorted((m for m in messages if m.action != "ignore"), key=lambda m: m.timestamp)
+        wanted = self._within_age_limit(wanted)
         if wanted:
             claim = asyncio.get_running_loop().run_in_executor(
                 None, lambda: self._seen_messages().claim([m.wamid for m in wanted]))
@@ -297,6 +299,18 @@ class WhatsAppInput(InputChannel):
                           exc if isinstance(exc, DatabaseUnavailable) else type(exc).__name__)
                 return response.json({"error": "try again later"}, status=503)
         return response.json({"status": "ok"})
+
+    def _within_age_limit(self, messages: list[Inbound]) -> list[Inbound]:
+        """The messages dated within the dedupe window (a message without a date is not). An
+        older one may be a captured body replayed after its id was forgotten; it is acknowledged
+        (Meta would only send it again) but not processed."""
+        now = time.time()
+        oldest, latest = now - self.settings.message_max_age_seconds, now + MAX_CLOCK_AHEAD_SECONDS
+        kept = [m for m in messages if oldest <= m.timestamp <= latest]
+        if len(kept) < len(messages):
+            log.warning("ignored %d WhatsApp message(s) dated outside the last %d days or in the future",
+                        len(messages) - len(kept), self.settings.dedupe_days)
+        return kept
 
     # -- one message ----------------------------------------------------------------------
 

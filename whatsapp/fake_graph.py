@@ -196,7 +196,8 @@ class FakeGraph:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 address such as ::1
+        return f"http://{host}:{self.port}"
 
     def env(self, app_secret: str, verify_token: str) -> dict[str, str]:
         """The settings that point the channel at this fake."""

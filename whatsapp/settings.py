@@ -9,6 +9,9 @@ DEFAULT_API_BASE_URL = "https://graph.facebook.com"
 DEFAULT_API_VERSION = "v23.0"
 # Meta redelivers a webhook for up to 7 days: a seen message id must be kept at least as long.
 MIN_DEDUPE_DAYS = 7
+# How far ahead of our clock a message's timestamp may be (Meta's clock and ours differ by
+# seconds); later than that it is implausible and ignored.
+MAX_CLOCK_AHEAD_SECONDS = 300
 
 
 def _number(env: dict, name: str, default: float, *, minimum: float = 0.0) -> float:
@@ -85,6 +88,14 @@ class WhatsAppSettings:
         if self.internal_base_url and link.startswith(self.public_base_url + "/"):
             return self.internal_base_url + link[len(self.public_base_url):]
         return link
+
+    @property
+    def message_max_age_seconds(self) -> int:
+        """Messages older than this are ignored: their id may already be forgotten by the
+        dedupe store (kept dedupe_days from arrival, and arrival may be up to
+        MAX_CLOCK_AHEAD_SECONDS before the message's own timestamp), so a captured signed body
+        would be processed again."""
+        return self.dedupe_days * 86400 - MAX_CLOCK_AHEAD_SECONDS
 
     @property
     def api_root(self) -> str:
