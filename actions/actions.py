@@ -10,7 +10,7 @@ from rasa_sdk import Action, Tracker
 from rasa_sdk.events import ActiveLoop, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
-from backend import DatabaseUnavailable
+from backend import DatabaseUnavailable, wording
 from backend.certificates import DOSE_LABELS, tanggal
 from backend.identifiers import mask_phone
 from backend.repository import NotVerified, PersonNotChosen
@@ -74,18 +74,24 @@ class ActionSendCertificate(MenuAction):
 
 
 def booster_note(doses, today: date) -> str:
-    """Whether a booster is due: 6 months after the last dose of a complete primary series."""
+    """Whether a booster is due: 6 months after the last dose of a complete primary series.
+    The words are domain.yml's utter_booster_* responses."""
     if not doses:
-        return "Belum ada data vaksinasi."
+        return wording.text("utter_booster_no_record")
     last = doses[-1]
     if last.dose >= 3:
-        return "Vaksinasi booster sudah tercatat. ✅"
+        return wording.text("utter_booster_recorded")
     if last.dose < 2:
-        return "Dosis 2 belum tercatat: lengkapi vaksinasi primer terlebih dahulu."
+        return wording.text("utter_booster_primary_incomplete")
     due = last.vaccinated_on + BOOSTER_AFTER
-    if due <= today:
-        return f"Anda sudah dapat menerima booster (sejak {tanggal(due)})."
-    return f"Booster dapat diberikan mulai {tanggal(due)}."
+    return wording.text("utter_booster_due" if due <= today else "utter_booster_not_yet", date=tanggal(due))
+
+
+def status_line(d) -> str:
+    issued = d.certificate_id is not None
+    return wording.text("utter_status_dose_issued" if issued else "utter_status_dose_processing",
+                        dose_label=DOSE_LABELS[d.dose], vaccine=d.vaccine, date=tanggal(d.vaccinated_on),
+                        facility=d.facility, certificate_number=d.certificate_number)
 
 
 class ActionShowStatus(MenuAction):
@@ -95,11 +101,7 @@ class ActionShowStatus(MenuAction):
     async def finish(self, dispatcher, tracker: Tracker) -> None:
         backend = get_backend()
         person, doses = await call(backend.repo.vaccination_record, tracker.sender_id)
-        lines = [
-            f"• {DOSE_LABELS[d.dose]}: {d.vaccine}, {tanggal(d.vaccinated_on)}, {d.facility} - "
-            + (f"sertifikat terbit ({d.certificate_number})" if d.certificate_id else "sertifikat masih diproses")
-            for d in doses
-        ] or ["• Belum ada dosis yang tercatat."]
+        lines = [status_line(d) for d in doses] or [wording.text("utter_status_no_doses")]
         dispatcher.utter_message(
             response="utter_status", name=person.full_name, masked_nik=person.masked_nik,
             doses="\n".join(lines), booster=booster_note(doses, backend.repo.clock().date()),
@@ -171,34 +173,23 @@ class ActionResendOtp(Action):
         return []
 
 
-# Labels for "Maksud Anda ...?": what each intent offers, in the citizen's words.
-INTENT_LABELS = {
-    "download_certificate": "Download sertifikat vaksin",
-    "check_vaccination_status": "Cek status vaksinasi",
-    "change_personal_info": "Ubah data diri",
-    "report_problem": "Melaporkan masalah",
-    "check_ticket_status": "Cek permintaan koreksi",
-    "request_human": "Bicara dengan petugas",
-    "resend_otp": "Kirim ulang kode OTP",
-    "show_menu": "Lihat menu",
-}
-
-
 class ActionAskAffirmation(Action):
-    """The first stage of the two-stage fallback: offer the likeliest meanings as buttons."""
+    """The first stage of the two-stage fallback: offer the likeliest meanings as buttons.
+    The choices are the buttons of utter_ask_affirmation in domain.yml, one per intent: the
+    three likeliest intents that have one, then the /out_of_scope one ("none of these")."""
 
     def name(self) -> str:
         return "action_default_ask_affirmation"
 
     async def run(self, dispatcher, tracker: Tracker, domain):
+        choices = {b["payload"]: b for b in wording.buttons("utter_ask_affirmation")}
+        none_of_these = choices.pop("/out_of_scope", None)
         ranking = tracker.latest_message.get("intent_ranking") or []
-        buttons = []
-        for entry in ranking:
-            intent = entry.get("name")
-            label = INTENT_LABELS.get(intent)
-            if label and len(buttons) < 3:
-                buttons.append({"title": label, "payload": f"/{intent}"})
-        buttons.append({"title": "Bukan semuanya", "payload": "/out_of_scope"})
-        dispatcher.utter_message(response="utter_ask_affirmation", buttons=buttons)
+        likely = [f"/{entry.get('name')}" for entry in ranking]
+        buttons = [choices[payload] for payload in dict.fromkeys(likely) if payload in choices][:3]
+        if none_of_these:
+            buttons.append(none_of_these)
+        # The text alone from the response: sending the response itself would add all its buttons.
+        dispatcher.utter_message(text=wording.text("utter_ask_affirmation"), buttons=buttons)
         return []
 

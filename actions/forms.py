@@ -9,7 +9,7 @@ from rasa_sdk import Action, Tracker
 from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
-from backend import DatabaseUnavailable
+from backend import DatabaseUnavailable, wording
 from backend.certificates import DOSE_LABELS, tanggal
 from backend.identifiers import InvalidInput, mask_phone, parse_email, parse_name, parse_otp, parse_phone
 from backend.otp import CHANGE_PHONE
@@ -19,8 +19,9 @@ from .backend import call, get_backend
 from .parsing import parse_dose, parse_field, parse_yes_no
 from .verified_form import VerifiedFormValidation, asks_for_resend, flow_of, whatsapp_number
 
-FIELD_LABELS = {"name": "nama", "phone": "nomor HP", "email": "email", "nik": "NIK",
-                "birth_date": "tanggal lahir"}
+# How each field is named in a sentence: domain.yml's utter_field_label_<field>.
+FIELD_LABELS = {field: wording.text(f"utter_field_label_{field}")
+                for field in ("name", "phone", "email", "nik", "birth_date")}
 SELF_SERVICE_FIELDS = ("name", "email", "phone")
 
 
@@ -75,8 +76,9 @@ class ActionAskDose(Action):
             return []
         lines, buttons = [], []
         for d in doses:
-            state = "" if d.certificate_id else " (sertifikat masih diproses)"
-            lines.append(f"{d.dose}. {DOSE_LABELS[d.dose]} - {d.vaccine}, {tanggal(d.vaccinated_on)}{state}")
+            lines.append(wording.text("utter_dose_choice" if d.certificate_id else "utter_dose_choice_processing",
+                                      number=d.dose, dose_label=DOSE_LABELS[d.dose], vaccine=d.vaccine,
+                                      date=tanggal(d.vaccinated_on)))
             buttons.append({"title": DOSE_LABELS[d.dose].split(" (")[0], "payload": str(d.dose)})
         dispatcher.utter_message(response="utter_choose_dose", doses="\n".join(lines), buttons=buttons)
         return []
@@ -100,9 +102,8 @@ class ActionAskPhoneNumber(Action):
         return "action_ask_phone_number"
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain):
-        buttons = [{"title": "Pakai nomor WA ini", "payload": "nomor whatsapp ini"}] \
-            if whatsapp_number(tracker) else []
-        dispatcher.utter_message(response="utter_ask_phone_number", buttons=buttons)
+        dispatcher.utter_message(response="utter_ask_phone_number_whatsapp" if whatsapp_number(tracker)
+                                 else "utter_ask_phone_number")
         return []
 
 
@@ -248,7 +249,7 @@ class ActionAskChangeConfirmed(Action):
                 old, new = mask_phone(await call(repo.account_phone, tracker.sender_id)), national(new)
             else:
                 person = await call(repo.current_person, tracker.sender_id)
-                old = (person.full_name if field == "name" else person.email) or "(belum ada)"
+                old = (person.full_name if field == "name" else person.email) or wording.text("utter_no_value_yet")
         except (DatabaseUnavailable, NotVerified, PersonNotChosen):
             dispatcher.utter_message(response="utter_service_unavailable")
             return [SlotSet("new_value", None)]

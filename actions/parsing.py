@@ -3,27 +3,38 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Sequence
+
+import yaml
 
 from backend.identifiers import InvalidInput, parse_nik
 
 _WORDS = re.compile(r"[a-z0-9]+")
 
-DOSE_WORDS = {
-    "1": 1, "satu": 1, "pertama": 1, "kesatu": 1, "i": 1,
-    "2": 2, "dua": 2, "kedua": 2, "ii": 2,
-    "3": 3, "tiga": 3, "ketiga": 3, "booster": 3, "lanjutan": 3, "iii": 3, "penguat": 3,
-}
+NLU_DATA = Path(__file__).resolve().parents[1] / "data" / "nlu"
 
-FIELD_WORDS = [
-    # (field, words that name it); checked in this order, so "tanggal lahir" wins over "nama"
-    ("birth_date", ("tanggal lahir", "tgl lahir", "tanggal", "lahir", "ttl", "birth")),
-    ("nik", ("nik", "ktp", "nomor induk")),
-    ("phone", ("nomor hp", "no hp", "hp", "nomor telepon", "telepon", "telp", "nomor wa", "wa",
-               "whatsapp", "handphone", "phone", "nomor")),
-    ("email", ("email", "e-mail", "surel", "mail")),
-    ("name", ("nama", "name")),
-]
+
+def nlu_synonyms(folder: Path = NLU_DATA) -> dict[str, list[str]]:
+    """Each synonym's value and its words (lowercase), from the NLU data's `synonym:` blocks."""
+    found: dict[str, list[str]] = {}
+    for path in sorted(folder.glob("*.yml")):
+        for block in (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("nlu") or []:
+            if "synonym" in block:
+                names = [line.strip()[1:].strip().lower() for line in (block.get("examples") or "").splitlines()
+                         if line.strip().startswith("-")]
+                found.setdefault(str(block["synonym"]), []).extend(names)
+    return found
+
+
+SYNONYMS = nlu_synonyms()
+# The dose and field words are the NLU's synonyms (data/nlu/lookups.yml): what the entity
+# extractor normalises is also what a menu reads. A dose is read word by word ("dosis ke-2").
+DOSE_WORDS = {name: int(dose) for dose in ("1", "2", "3")
+              for name in [dose, *SYNONYMS.get(dose, [])] if _WORDS.fullmatch(name)}
+# Fields checked in this order, so "tanggal lahir" wins over "nama" (these are data values).
+FIELD_ORDER = ("birth_date", "nik", "phone", "email", "name")
+FIELD_WORDS = [(field, tuple(dict.fromkeys(SYNONYMS.get(field, [])))) for field in FIELD_ORDER]
 
 YES = {"ya", "iya", "y", "yes", "benar", "betul", "ok", "oke", "okay", "setuju", "lanjut", "simpan",
        "yup", "yap", "sip", "boleh", "/affirm"}

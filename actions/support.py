@@ -10,7 +10,7 @@ from rasa_sdk import Action, Tracker
 from rasa_sdk.events import ActiveLoop, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
-from backend import DatabaseUnavailable
+from backend import DatabaseUnavailable, wording
 from backend.certificates import DOSE_LABELS, tanggal
 from backend.repository import NotVerified, PersonNotChosen
 from backend.tickets import CATEGORIES, EXPECTED_DAYS, USUAL_PROCESSING_DAYS, Tickets, hari, officers_available
@@ -118,9 +118,10 @@ class ActionAskReportConfirmed(Action):
         elif diagnosis.kind == "processing":
             lines = []
             for dose, on, days in diagnosis.pending:
-                late = " - lebih lama dari biasanya" if days > USUAL_PROCESSING_DAYS else \
-                    f" - biasanya terbit dalam {USUAL_PROCESSING_DAYS} hari"
-                lines.append(f"• {DOSE_LABELS[dose]} ({tanggal(on)}), {days} hari yang lalu{late}")
+                late = days > USUAL_PROCESSING_DAYS
+                lines.append(wording.text("utter_diagnosis_pending_late" if late else "utter_diagnosis_pending_usual",
+                                          dose_label=DOSE_LABELS[dose], date=tanggal(on), days=days,
+                                          usual_days=USUAL_PROCESSING_DAYS))
             dispatcher.utter_message(response="utter_diagnosis_processing", lines="\n".join(lines))
         else:
             dispatcher.utter_message(response="utter_diagnosis_all_issued", name=name,
@@ -167,8 +168,9 @@ class ValidateTicketForm(VerifiedFormValidation):
         return prefill + await super().run(dispatcher, tracker, domain)
 
 
-STATUS_LABELS = {"diterima": "diterima", "diproses": "sedang diproses", "selesai": "selesai",
-                 "ditolak": "ditolak"}
+# A ticket's status as the citizen reads it: domain.yml's utter_ticket_status_<status>.
+STATUS_LABELS = {status: wording.text(f"utter_ticket_status_{status}")
+                 for status in ("diterima", "diproses", "selesai", "ditolak")}
 
 
 class ActionShowTickets(Action):
@@ -191,10 +193,11 @@ class ActionShowTickets(Action):
             return reset_flow_events(tracker)
         lines = []
         for t in found:
-            lines.append(f"• *{t.reference}* - {t.label} - {STATUS_LABELS.get(t.status, t.status)}"
-                         f" (dibuat {tanggal(t.created_at.date())})")
+            lines.append(wording.text("utter_tickets_line", reference=t.reference, label=t.label,
+                                      status=STATUS_LABELS.get(t.status, t.status),
+                                      date=tanggal(t.created_at.date())))
             if t.last_note:
-                lines.append(f"  Catatan petugas: {t.last_note}")
+                lines.append(wording.text("utter_tickets_note", note=t.last_note))
         dispatcher.utter_message(response="utter_tickets", tickets="\n".join(lines))
         return reset_flow_events(tracker)
 
@@ -224,7 +227,8 @@ class ActionHandoff(Action):
         if available:
             dispatcher.utter_message(response="utter_handoff_started", reference=ticket.reference)
         else:
-            when = f"{hari(opens.date())} {tanggal(opens.date())} pukul {opens:%H.%M} WIB"
+            when = wording.text("utter_handoff_when", day=hari(opens.date()), date=tanggal(opens.date()),
+                                time=f"{opens:%H.%M}")
             dispatcher.utter_message(response="utter_handoff_outside_hours", reference=ticket.reference,
                                      hours=settings.officer_hours.replace(":", "."), when=when)
         return [ActiveLoop(None), SlotSet(REQUESTED_SLOT, None)] + reset_flow_events(tracker)

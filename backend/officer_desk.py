@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+from . import wording
 from .db import Database
 from .logmask import mask_text
 from .tickets import CATEGORIES, OPEN_STATUSES, Tickets
@@ -19,13 +20,12 @@ log = logging.getLogger(__name__)
 
 WHATSAPP_WINDOW = timedelta(hours=24)
 
-# Said by the channels themselves (no Rasa turn happens), so they cannot come from domain.yml.
-HANDOFF_ACK = "Pesan Anda sudah diteruskan ke petugas. Mohon tunggu balasannya di sini."
-RESOLVED = "Laporan {reference} ({label}) sudah selesai ditangani. Catatan petugas: {note}"
-REJECTED = "Laporan {reference} ({label}) tidak dapat diproses. Catatan petugas: {note}"
-OFFICER_SAYS = "Petugas: {text}"
-RELEASED = ("Percakapan dengan petugas sudah selesai. Anda kembali dilayani asisten otomatis; "
-            "ketik *menu* untuk melihat pilihan.")
+# Said without a Rasa turn, so read from domain.yml's responses at start (backend.wording).
+HANDOFF_ACK = wording.text("utter_officer_forwarded")
+RESOLVED = wording.template("utter_ticket_resolved")  # {reference} {label} {note}
+REJECTED = wording.template("utter_ticket_rejected")  # {reference} {label} {note}
+OFFICER_SAYS = wording.template("utter_officer_says")  # {text}
+RELEASED = wording.text("utter_officer_released")
 
 
 class TicketNotFound(LookupError):
@@ -159,17 +159,17 @@ class OfficerDesk:
     def resolve(self, reference: str, officer: str, note: str) -> str | None:
         ticket = self._update(reference, officer, status="selesai", note=note, public=True)
         label = CATEGORIES.get(ticket["category"], ticket["category"])
-        return self._tell(ticket, RESOLVED.format(reference=ticket["reference"], label=label, note=note))
+        return self._tell(ticket, wording.fill(RESOLVED, reference=ticket["reference"], label=label, note=note))
 
     def reject(self, reference: str, officer: str, note: str) -> str | None:
         ticket = self._update(reference, officer, status="ditolak", note=note, public=True)
         label = CATEGORIES.get(ticket["category"], ticket["category"])
-        return self._tell(ticket, REJECTED.format(reference=ticket["reference"], label=label, note=note))
+        return self._tell(ticket, wording.fill(REJECTED, reference=ticket["reference"], label=label, note=note))
 
     def reply(self, reference: str, officer: str, text: str) -> str | None:
         """An officer's message in a handed-over conversation."""
         ticket = self._update(reference, officer, status="diproses", note=text, public=True, assign=True)
-        return self._tell(ticket, OFFICER_SAYS.format(text=text))
+        return self._tell(ticket, wording.fill(OFFICER_SAYS, text=text))
 
     def release(self, reference: str, officer: str) -> str | None:
         """The officer is done ("selesai"): the bot answers this conversation again."""

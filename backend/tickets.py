@@ -10,20 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
+from . import wording
 from .logmask import mask_text
 from .repository import NotVerified, Person, Repository
 
 WIB = timezone(timedelta(hours=7), "WIB")  # Indonesia's western time; no daylight saving
 
-CATEGORIES = {
-    "certificate_missing": "Sertifikat belum muncul",
-    "wrong_data": "Data vaksinasi salah",
-    "otp_not_received": "Kode OTP tidak masuk",
-    "other": "Lainnya",
-    "correction_nik": "Koreksi NIK",
-    "correction_birth_date": "Koreksi tanggal lahir",
-    "handoff": "Bicara dengan petugas",
-}
+# Each category's label is domain.yml's utter_ticket_category_<category>.
+CATEGORIES = {category: wording.text(f"utter_ticket_category_{category}") for category in (
+    "certificate_missing", "wrong_data", "otp_not_received", "other", "correction_nik",
+    "correction_birth_date", "handoff")}
 # Working days an officer needs, told to the citizen when the ticket is opened.
 EXPECTED_DAYS = {"certificate_missing": 3, "wrong_data": 7, "otp_not_received": 2, "other": 5}
 OPEN_STATUSES = ("diterima", "diproses")

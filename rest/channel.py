@@ -25,6 +25,7 @@ from rasa.core.channels.channel import CollectingOutputChannel, InputChannel, Us
 from sanic import Blueprint, response
 from sanic.request import Request
 
+from backend import wording
 from backend.db import Database, DatabaseUnavailable
 from backend.officer_desk import channel_gate
 from backend.repository import utcnow
@@ -36,9 +37,9 @@ MAX_MESSAGE_CHARS = 2000
 SENDER = re.compile(r"^[A-Za-z0-9_.:@+\-]{1,128}$")
 PHONE_LIKE = re.compile(r"^\+?[0-9]+$")
 
-# Said by the channel itself when Rasa could not answer, so it cannot come from domain.yml.
-APOLOGY = "Maaf, layanan sedang gangguan, silakan coba lagi sebentar lagi."
-TOO_LONG = "Maaf, pesan terlalu panjang. Mohon kirim pesan yang lebih singkat (maksimal 2000 karakter)."
+# Said by the channel itself when Rasa could not answer: domain.yml's responses, read at start.
+APOLOGY = wording.text("utter_channel_unavailable")
+TOO_LONG = wording.text("utter_channel_too_long", max_chars=MAX_MESSAGE_CHARS)
 
 
 def turn_timeout() -> float:

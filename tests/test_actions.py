@@ -315,9 +315,11 @@ def test_on_whatsapp_the_senders_own_number_is_offered(outbox):
     tr = tracker("6281234567002", "download", intent="download_certificate")
     tr.latest_message["metadata"] = {"wa_id": "6281234567002"}
     _, messages = run(ActionAskPhoneNumber(), tr)
-    assert messages[0]["buttons"] == [{"title": "Pakai nomor WA ini", "payload": "nomor whatsapp ini"}]
+    assert responses(messages) == ["utter_ask_phone_number_whatsapp"]
+    assert DOMAIN["responses"]["utter_ask_phone_number_whatsapp"][0]["buttons"] == [
+        {"title": "Pakai nomor WA ini", "payload": "nomor whatsapp ini"}]
     _, messages = run(ActionAskPhoneNumber(), tracker("rest-user", "download"))
-    assert messages[0]["buttons"] == []
+    assert responses(messages) == ["utter_ask_phone_number"]
 
     answer = tracker("6281234567002", "nomor whatsapp ini", requested="phone_number")
     answer.latest_message["metadata"] = {"wa_id": "6281234567002"}

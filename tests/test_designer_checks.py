@@ -7,7 +7,10 @@ not declared, only warns or says nothing. These checks fail `make test` instead.
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -60,3 +63,55 @@ def test_every_annotated_entity_is_declared():
             used.setdefault(match.group(1) or match.group(2), name)
     undeclared = {entity: intent for entity, intent in used.items() if entity not in declared}
     assert undeclared == {}, "entities annotated in examples (entity: first intent) but not in domain.yml"
+
+
+# --- issue 17: what is silently ignored (tools/designer_checks.py, run by make validate/test) ---
+
+def run_checks(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2",
+           "SQLALCHEMY_SILENCE_UBER_WARNING": "1"}
+    return subprocess.run([sys.executable, "-m", "tools.designer_checks", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_every_response_is_reachable_by_a_policy_or_an_action():
+    from tools.designer_checks import unreachable_responses
+
+    assert unreachable_responses() == []
+
+
+def test_a_response_nothing_sends_is_reported():
+    from tools.designer_checks import unreachable_responses
+
+    domain = {**DOMAIN, "responses": {**DOMAIN["responses"], "utter_orphan": [{"text": "Halo"}]}}
+    assert unreachable_responses(domain=domain) == ["utter_orphan"]
+
+
+def test_a_response_only_in_stories_is_unreachable_without_a_policy_that_learns_them():
+    """With the RulePolicy alone (as before issue 17) stories are ignored, and so is their response."""
+    from tools.designer_checks import unreachable_responses
+
+    rules_only = {"policies": [{"name": "RulePolicy"}]}
+    assert unreachable_responses(config=rules_only) == ["utter_anything_else"]
+
+
+def test_validate_says_the_expected_warnings_in_one_line():
+    done = run_checks("validate")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "is not used in any story or rule" not in done.stdout
+    summary = [line for line in done.stdout.splitlines() if "rather than by a rule or story" in line]
+    assert len(summary) == 1 and re.match(r"\d+ responses are sent by actions", summary[0])
+
+
+def test_a_story_step_the_trained_model_does_not_predict_fails(tmp_path):
+    """A story that contradicts what the model learned (greet answered with thanks) fails the
+    check, where `rasa data validate` and `rasa train` say nothing; data/stories passes."""
+    story = tmp_path / "stories.yml"
+    story.write_text('version: "3.1"\nstories:\n  - story: greeting answered with thanks\n    steps:\n'
+                     '      - intent: greet\n      - action: utter_thank\n', encoding="utf-8")
+    done = run_checks("stories", "--stories", str(story), "--out", str(tmp_path / "out"))
+    assert done.returncode == 1
+    assert "# predicted: utter_greet" in done.stdout and "not what the trained model predicts" in done.stdout
+    done = run_checks("stories", "--out", str(tmp_path / "out2"))
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "every step of the stories in data/stories is predicted" in done.stdout

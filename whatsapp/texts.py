@@ -1,18 +1,29 @@
-"""What the channel itself says to citizens (in Indonesian), when Rasa cannot or need not answer.
+"""What the channel itself says to citizens, when Rasa cannot or need not answer: domain.yml's
+responses (utter_channel_*), read once at start so designers edit them with the rest.
 
-These cannot live in domain.yml: the apology is sent precisely when Rasa or the action server
-failed, and the others answer before a message reaches Rasa at all.
+The apology is sent precisely when Rasa or the action server failed, and the others answer
+before a message reaches Rasa at all, so no Rasa turn can send them.
 """
 
-# The same words as the REST channel's apology, so every channel says it alike.
-APOLOGY = "Maaf, layanan sedang gangguan, silakan coba lagi sebentar lagi."
+from pathlib import Path
 
-UNSUPPORTED = ("Maaf, saya hanya dapat membaca pesan teks dan pilihan dari tombol atau daftar. "
-               "Silakan ketik pesan Anda, misalnya \"download sertifikat\", atau ketik *menu*.")
+import yaml
 
-TOO_LONG = "Maaf, pesan terlalu panjang. Mohon kirim pesan yang lebih singkat (maksimal 2000 karakter)."
+from .inbound import MAX_TEXT_CHARS
 
-CHOOSE_ONE = "Silakan pilih:"
-LIST_BUTTON = "Lihat pilihan"
-TYPE_YOUR_CHOICE = "Balas dengan mengetik pilihan Anda."
-CERTIFICATE_CAPTION = "Sertifikat vaksin COVID-19 Anda"
+DOMAIN_FILE = Path(__file__).resolve().parents[1] / "domain.yml"
+_RESPONSES = yaml.safe_load(DOMAIN_FILE.read_text(encoding="utf-8"))["responses"]
+
+
+def _text(name: str) -> str:
+    return _RESPONSES[name][0]["text"]
+
+
+# The same response as the REST channel's apology, so every channel says it alike.
+APOLOGY = _text("utter_channel_unavailable")
+UNSUPPORTED = _text("utter_channel_unsupported")
+TOO_LONG = _text("utter_channel_too_long").replace("{max_chars}", str(MAX_TEXT_CHARS))
+CHOOSE_ONE = _text("utter_channel_choose_one")
+LIST_BUTTON = _text("utter_channel_list_button")
+TYPE_YOUR_CHOICE = _text("utter_channel_type_your_choice")
+CERTIFICATE_CAPTION = _text("utter_channel_certificate_caption")
