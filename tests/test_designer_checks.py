@@ -105,13 +105,23 @@ def test_validate_says_the_expected_warnings_in_one_line():
 
 def test_a_story_step_the_trained_model_does_not_predict_fails(tmp_path):
     """A story that contradicts what the model learned (greet answered with thanks) fails the
-    check, where `rasa data validate` and `rasa train` say nothing; data/stories passes."""
+    check, where `rasa data validate` and `rasa train` say nothing."""
     story = tmp_path / "stories.yml"
     story.write_text('version: "3.1"\nstories:\n  - story: greeting answered with thanks\n    steps:\n'
                      '      - intent: greet\n      - action: utter_thank\n', encoding="utf-8")
     done = run_checks("stories", "--stories", str(story), "--out", str(tmp_path / "out"))
     assert done.returncode == 1
     assert "# predicted: utter_greet" in done.stdout and "not what the trained model predicts" in done.stdout
-    done = run_checks("stories", "--out", str(tmp_path / "out2"))
-    assert done.returncode == 0, done.stdout[-3000:]
-    assert "every step of the stories in data/stories is predicted" in done.stdout
+    # data/stories itself passes: `make check-stories`, run by `make test` after pytest
+
+
+def test_a_story_step_that_messages_with_an_entity_will_not_match_is_reported():
+    """"kapan bisa booster?" carries the entity dose: without `use_entities: []` on its intent,
+    the live message differs from the story's step and "ya" after it got the menu instead of
+    the status (found by tests/test_designers_guide.py; `rasa test core` does not see it)."""
+    from tools.designer_checks import unmatched_story_steps
+
+    assert unmatched_story_steps() == []
+    plain = {**DOMAIN, "intents": [i if isinstance(i, str) else next(iter(i)) for i in DOMAIN["intents"]]}
+    found = unmatched_story_steps(domain=plain)
+    assert found and all("ask_booster_timing (its examples carry dose)" in line for line in found)

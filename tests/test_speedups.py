@@ -689,7 +689,11 @@ def test_rule_states_computed_once_and_kept_give_the_same_predictions(installed,
         RulePolicy._predict, TrackerFeaturizer._create_states = patched
     once = predictions_over_a_conversation(agent)
     assert once == twice
-    assert {turn[2][1] for turn in once} == {"RulePolicy"}
+    # The RulePolicy decides every turn but a yes or no when nothing was asked: stories
+    # (data/stories/general.yml) that the AugmentedMemoizationPolicy predicts.
+    not_ruled = [turn[0]["intent"]["name"] for turn in once if turn[2][1] != "RulePolicy"]
+    assert set(not_ruled) <= {"affirm", "deny"} and len(not_ruled) <= 2
+    assert "affirm" in not_ruled  # "ya"
 
 
 def rule_policy_of(agent) -> RulePolicy:

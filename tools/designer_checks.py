@@ -87,6 +87,57 @@ def unreachable_responses(root: Path = ROOT, config: dict | None = None, domain:
     return missing
 
 
+# "[booster]{"entity": "dose", ...}" and the short form "[booster](dose)"
+ANNOTATION = re.compile(r'\]\{\s*"entity"\s*:\s*"([^"]+)"|\]\(([A-Za-z_][\w-]*)(?::[^)]*)?\)')
+
+
+def entities_by_intent(root: Path = ROOT) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for path in sorted((root / "data").rglob("*.yml")):
+        for block in _load(path).get("nlu") or []:
+            if "intent" in block:
+                names = {a or b for a, b in ANNOTATION.findall(block.get("examples") or "")}
+                found.setdefault(block["intent"].split("/", 1)[0], set()).update(names)
+    return found
+
+
+def unmatched_story_steps(root: Path = ROOT, domain: dict | None = None) -> list[str]:
+    """Story steps that live messages will not match. A story step matches a message only with
+    the same entities; an intent whose examples carry entities ("booster" -> dose) makes the
+    live message differ from a step that names none, so the story's next turn is never
+    recalled. Flagged when a later answer in the story depends on it (its intent starts no rule)
+    and the intent does not ignore its entities (`use_entities: []` in domain.yml)."""
+    domain = domain if domain is not None else _load(root / "domain.yml")
+    ignoring = set()
+    for entry in domain.get("intents") or []:
+        if isinstance(entry, dict):
+            name, options = next(iter(entry.items()))
+            if (options or {}).get("use_entities") == []:
+                ignoring.add(name)
+    rule_starts = set()
+    stories = []
+    for path in sorted((root / "data").rglob("*.yml")):
+        data = _load(path)
+        for rule in data.get("rules") or []:
+            first = next((s for s in rule.get("steps") or [] if isinstance(s, dict)), {})
+            if "intent" in first and not rule.get("condition"):
+                rule_starts.add(first["intent"])
+        stories += [(path, story) for story in data.get("stories") or []]
+    carried = entities_by_intent(root)
+    found = []
+    for path, story in stories:
+        steps = [s for s in story.get("steps") or [] if isinstance(s, dict)]
+        for i, step in enumerate(steps):
+            intent = step.get("intent")
+            if not intent or intent in ignoring or step.get("entities") or not carried.get(intent):
+                continue
+            later = next((s["intent"] for s in steps[i + 1:] if "intent" in s), None)
+            if later is not None and later not in rule_starts:
+                found.append(f"{path.relative_to(root)}: story '{story.get('story')}', intent {intent} "
+                             f"(its examples carry {', '.join(sorted(carried[intent]))}), then {later}")
+    return found
+
+
 def check_responses() -> int:
     missing = unreachable_responses()
     if missing:
@@ -112,6 +163,11 @@ def validate(argv: list[str]) -> int:
         print(f"{len(set(expected) - set(missing))} responses are sent by actions, forms or channels rather "
               "than by a rule or story: expected, each checked by tools/designer_checks.py")
     code = check_responses()
+    unmatched = unmatched_story_steps()
+    if unmatched:
+        print("story steps that messages with an entity will not match: add `use_entities: []` to "
+              "the intent in domain.yml, or the entities to the step:\n  " + "\n  ".join(unmatched))
+        code = 1
     return done.returncode or code
 
 
