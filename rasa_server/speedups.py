@@ -8,6 +8,7 @@ refuses a Rasa other than the one they were written for).
 
 from __future__ import annotations
 
+import base64
 import contextvars
 import copy
 import dataclasses
@@ -16,6 +17,8 @@ import itertools
 import json
 import logging
 import os
+import re
+import zlib
 from collections import OrderedDict
 from typing import Any, Optional
 
@@ -69,6 +72,7 @@ def install() -> None:
     _run_graphs_in_order()
     _format_rule_states_only_for_debug_logs()
     _rules_indexed_by_their_last_state()
+    _memoization_recalls_only_what_can_match()
     replays = int(os.environ.get("REPLAY_CACHE_SIZE", "512"))
     _rule_states_incrementally(replays)
     if replays > 0:
@@ -400,6 +404,59 @@ def _format_rule_states_only_for_debug_logs() -> None:
         return original(states) if debug_log.isEnabledFor(logging.DEBUG) else ""
 
     _patch(rule_policy.RulePolicy, "format_tracker_states", staticmethod(format_tracker_states))
+
+
+MEMORY_LAST_ACTION = re.compile(r"prev_action: \{action_name: ([^,}]+)\}")
+MEMORY_INTENT = re.compile(r"user: \{[^}]*?intent: ([^,}]+)")
+
+
+def memory_key_end(key: str, compressed: bool) -> tuple[Optional[str], Optional[str]]:
+    """The last action and intent of the last state of a MemoizationPolicy lookup key (its
+    states as json.dumps(sort_keys=True) without quotes, maybe zlib-compressed and base64).
+    States are separated by "}, {", which a state itself never contains."""
+    text = zlib.decompress(base64.b64decode(key)).decode("utf-8") if compressed else key
+    last = text[text.rfind("}, {") + 3:] if "}, {" in text else text[1:]
+    action, intent = MEMORY_LAST_ACTION.search(last), MEMORY_INTENT.search(last)
+    return (action.group(1) if action else None), (intent.group(1) if intent else None)
+
+
+def _memoization_recalls_only_what_can_match() -> None:
+    """The AugmentedMemoizationPolicy (issue 17), when the conversation's last turns match no
+    story, tries ever shorter pasts of it, replaying the tracker for each: most of its cost, for
+    the two predictions in three that match nothing (tools/policy_bench.py). Every shorter past
+    keeps the last action, and after action_listen the message's intent; a prediction whose
+    last state ends no remembered key in them cannot be recalled, so it is not tried."""
+    from rasa.core.policies.memoization import AugmentedMemoizationPolicy
+    from rasa.shared.core.constants import ACTION_LISTEN_NAME
+
+    original = AugmentedMemoizationPolicy.recall
+
+    def key_ends(policy: Any) -> tuple[set, set]:
+        """The last actions of the remembered keys, and the intents after action_listen (None
+        among them when a key has none: then the intent filters nothing)."""
+        ends = policy.__dict__.get("_speedup_key_ends")
+        if ends is None or ends[0] is not policy.lookup:
+            compressed = policy.config.get("enable_feature_string_compression", False)
+            found = [memory_key_end(key, compressed) for key in policy.lookup]
+            actions = {action for action, _ in found}
+            after_listen = {intent for action, intent in found if action == ACTION_LISTEN_NAME}
+            ends = (policy.lookup, actions, after_listen)
+            policy.__dict__["_speedup_key_ends"] = ends
+        return ends[1], ends[2]
+
+    def recall(self, states, tracker, domain, rule_only_data):
+        last = states[-1] if states else {}
+        action = (last.get("prev_action") or {}).get("action_name")
+        intent = (last.get("user") or {}).get("intent")
+        if action is not None:
+            actions, after_listen = key_ends(self)
+            if action not in actions:
+                return None
+            if action == ACTION_LISTEN_NAME and None not in after_listen and intent not in after_listen:
+                return None
+        return original(self, states, tracker, domain, rule_only_data)
+
+    _patch(AugmentedMemoizationPolicy, "recall", recall)
 
 
 def _rules_indexed_by_their_last_state() -> None:
@@ -940,7 +997,10 @@ def _sparse_features_joined_directly() -> None:
 
 # Where each use of the copy module is a deep copy of a value handed to a debug log line
 # (tests/test_speedups.py checks that in their source).
-DEBUG_COPY_MODULES = ("rasa.core.processor", "rasa.core.actions.forms", "rasa.core.policies.rule_policy")
+# rasa.core.policies.memoization: the AugmentedMemoizationPolicy (issue 17) deep-copies the states
+# for two debug lines at every prediction, most of its cost there (tools/policy_bench.py).
+DEBUG_COPY_MODULES = ("rasa.core.processor", "rasa.core.actions.forms", "rasa.core.policies.rule_policy",
+                      "rasa.core.policies.memoization")
 
 
 class _CopyForDebugLogs:
