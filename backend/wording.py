@@ -4,7 +4,6 @@ response (a booster note inside the status). Designers edit them in domain.yml o
 
 from __future__ import annotations
 
-import os
 import string
 from functools import lru_cache
 from pathlib import Path
@@ -24,7 +23,7 @@ class _KeepMissing(dict):
 
 @lru_cache(maxsize=None)
 def responses(path: str | None = None) -> dict[str, list[dict[str, Any]]]:
-    source = Path(path or os.environ.get("DOMAIN_FILE") or DOMAIN_FILE)
+    source = Path(path or DOMAIN_FILE)
     return (yaml.safe_load(source.read_text(encoding="utf-8")) or {}).get("responses") or {}
 
 

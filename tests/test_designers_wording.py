@@ -93,10 +93,10 @@ def domain_copy(tmp_path, monkeypatch):
 
     copy = tmp_path / "domain.yml"
     copy.write_text((ROOT / "domain.yml").read_text(encoding="utf-8"), encoding="utf-8")
-    monkeypatch.setenv("DOMAIN_FILE", str(copy))
+    monkeypatch.setattr(wording, "DOMAIN_FILE", copy)
     wording.responses.cache_clear()
     yield copy
-    monkeypatch.delenv("DOMAIN_FILE")
+    monkeypatch.undo()
     wording.responses.cache_clear()
 
 
