@@ -15,6 +15,7 @@ import sys
 from datetime import datetime, timedelta, timezone
 from functools import partial
 
+from . import secret_rules
 from .db import Database
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,7 @@ def main() -> None:
 
     from .settings import PROJECT_ROOT
 
+    secret_rules.check(os.environ, secret_rules.DATABASE_ONLY)
     url = database_url(Path(os.environ.get("VAR_DIR") or PROJECT_ROOT / "var"))
     db = Database(url, max_connections=1, statement_timeout_ms=STATEMENT_TIMEOUT_MS)
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import secrets
+import tempfile
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Callable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from . import secret_rules
 from .signing import key_id, private_key_from_text, public_keys_from_text
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -45,22 +47,38 @@ def _secret(env: dict, name: str, var_dir: Path,
     """
     raw = env.get(name, "").strip()
     if raw:
+        secret_rules.check({name: raw, "REQUIRE_SECRETS": env.get("REQUIRE_SECRETS", "")}, [name])
         return raw.encode()
     if _flag(env, "REQUIRE_SECRETS", False):
         raise ValueError(f"{name} must be set (REQUIRE_SECRETS is on)")
-    path = var_dir / "secrets" / name.lower()
+    path = _private_dir(var_dir / "secrets") / name.lower()
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(generate())
-        tmp.chmod(0o600)
+        # mkstemp opens with O_CREAT|O_EXCL and mode 0600: the key is never readable by others,
+        # not even between creating the file and a chmod.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{name.lower()}.")
         try:
+            with os.fdopen(fd, "w") as out:
+                out.write(generate())
             os.link(tmp, path)  # atomic: the first process to get here wins
         except FileExistsError:
             pass
         finally:
-            tmp.unlink()
+            os.unlink(tmp)
+    elif path.stat().st_mode & 0o077:
+        path.chmod(0o600)  # one created by an older version, before the umask was ignored
     return path.read_text().strip().encode()
+
+
+def _private_dir(path: Path) -> Path:
+    """var/secrets: created 0700, and tightened to 0700 when it exists looser."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o700)
+    return path
 
 
 def _signing_key(env: dict, var_dir: Path) -> Ed25519PrivateKey:
@@ -135,6 +153,8 @@ class Settings:
     @classmethod
     def from_env(cls, env: dict | None = None) -> "Settings":
         env = dict(os.environ if env is None else env)
+        # Placeholders and short secrets stop the process (REQUIRE_SECRETS=1, backend/secret_rules.py).
+        secret_rules.check(env, secret_rules.ACTION_SERVER)
         var_dir = Path(env.get("VAR_DIR") or PROJECT_ROOT / "var")
         var_dir.mkdir(parents=True, exist_ok=True)
         return cls(

@@ -50,7 +50,7 @@ from rasa.core.tracker_store import SQLTrackerStore, create_engine_kwargs
 from rasa.shared.core.trackers import DialogueStateTracker
 from rasa.shared.nlu.constants import INTENT_NAME_KEY
 
-from backend import pg_async
+from backend import pg_async, secret_rules
 from rasa_server.speedups import dumps, keep_last, remember_json
 
 
@@ -65,6 +65,9 @@ class TrackerStoreUnavailable(BaseException):
 
 class StrictSQLTrackerStore(SQLTrackerStore):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Rasa loads this store first of ours: its process refuses placeholder or short secrets
+        # here, before connecting (REQUIRE_SECRETS=1, backend/secret_rules.py).
+        secret_rules.check(os.environ, secret_rules.RASA)
         super().__init__(*args, **kwargs)
         url = self.engine.url
         self.engine.dispose()
