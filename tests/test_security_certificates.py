@@ -209,6 +209,49 @@ def test_a_redirect_from_the_action_server_is_not_followed(channel, fake, backen
     assert fallback["to"] == CITIZEN
 
 
+# --- 9. stored conversations keep no usable download token ----------------------------------
+
+def test_stored_events_keep_no_usable_certificate_token(backend, outbox, database_url, action_client):
+    bots = certificate_turn(outbox, "conv-cert")  # action_client put the actions on the test backend
+    state = DialogueStateTracker("conv-cert", DOMAIN.slots)
+    state.update(ActionExecuted("action_listen"))
+    state.update(UserUttered("booster", {"name": "inform", "confidence": 1.0}))
+    state.update(ActionExecuted("action_send_certificate"))
+    # What the channel got in this turn, before the conversation was saved (Rasa's order).
+    shown = [bot.message() for bot in bots]
+    for bot in bots:
+        state.update(bot)
+    store = make_store(database_url)
+    try:
+        asyncio.run(store.save(state))
+        rows = backend.db.run(lambda cur: (cur.execute(
+            "SELECT data FROM events WHERE sender_id = %s ORDER BY id", ("conv-cert",)), cur.fetchall())[1])
+        read_back = asyncio.run(store.retrieve("conv-cert"))
+    finally:
+        store.dispose()
+
+    token = shown[0]["custom"]["certificate"]["token"]
+    link = shown[0]["custom"]["certificate"]["link"]
+    assert link in shown[0]["text"] and link.endswith(f"/certificates/{token}.pdf")
+    # The citizen's link works.
+    _, pdf = action_client.get(f"/certificates/{token}.pdf")
+    assert pdf.status == 200 and pdf.body.startswith(b"%PDF")
+
+    stored = "\n".join(row["data"] for row in rows)
+    assert "utter_certificate_ready" in stored and "Budi Santoso" in stored
+    assert token not in stored
+    # Nothing token-shaped in the stored conversation opens a certificate.
+    candidates = set(TOKEN_SHAPED.findall(stored))
+    for candidate in candidates:
+        _, reply = action_client.get(f"/certificates/{candidate}.pdf")
+        assert reply.status == 404, candidate
+    # The same for what is kept in memory and sent on to the action server (speed patches).
+    for event in list(state.events) + list(read_back.events):
+        assert token not in speedups.dumps(event.as_dict())
+        assert token not in (speedups.stored_json(event) or "")
+    assert any(speedups.stored_json(e) for e in state.events if isinstance(e, BotUttered))
+
+
 def test_rest_reply_carries_the_link_in_text_and_the_certificate_as_data(backend, outbox, action_client):
     from sanic import Sanic
 
