@@ -176,6 +176,9 @@ def test_certificate_link_after_choosing_the_booster(outbox, backend):
     assert link.startswith("http://localhost:5055/certificates/") and link.endswith(".pdf")
     assert backend.repo.certificate_by_token(link.rsplit("/", 1)[1][:-4])["dose"] == 3
     assert messages[0]["masked_nik"] == "3174********0001"
+    # The certificate as data too (utter_certificate_ready's custom part is filled from these).
+    assert link == f"http://localhost:5055/certificates/{messages[0]['token']}.pdf"
+    assert messages[0]["dose_number"] == 3
 
 
 def test_dose_recorded_but_not_certified_is_explained(outbox):
