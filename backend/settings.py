@@ -30,7 +30,7 @@ def _int(env: dict, name: str, default: int) -> int:
     return value
 
 
-def _seconds(env: dict, name: str, default: float) -> float:
+def _number(env: dict, name: str, default: float) -> float:
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -179,7 +179,7 @@ class Settings:
             whatsapp_env=tuple(sorted((k, v) for k, v in env.items() if k.startswith("WHATSAPP_"))),
             certificate_signing_key=(signing_key := _signing_key(env, var_dir)),
             certificate_public_keys=_public_keys(env, signing_key),
-            otp_delivery_retry_seconds=_seconds(env, "OTP_DELIVERY_RETRY_SECONDS", 1.0),
+            otp_delivery_retry_seconds=_number(env, "OTP_DELIVERY_RETRY_SECONDS", 1.0),
         )
 
 
