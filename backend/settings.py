@@ -32,6 +32,19 @@ def _int(env: dict, name: str, default: int) -> int:
     return value
 
 
+def _number(env: dict, name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a number of seconds, got {raw!r}") from exc
+    if not value > 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+    return value
+
+
 def _flag(env: dict, name: str, default: bool) -> bool:
     raw = env.get(name, "").strip().lower()
     return default if not raw else raw in ("1", "true", "yes", "on")
@@ -149,6 +162,8 @@ class Settings:
     # The key that signs the certificates' QR payloads, and the public keys that verify them.
     certificate_signing_key: Ed25519PrivateKey | None = field(repr=False, default=None, compare=False)
     certificate_public_keys: tuple = field(repr=False, default=(), compare=False)
+    # First wait before a failed OTP delivery is tried again (doubling each time, at most 60 s).
+    otp_delivery_retry_seconds: float = 1.0
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> "Settings":
@@ -184,6 +199,7 @@ class Settings:
             whatsapp_env=tuple(sorted((k, v) for k, v in env.items() if k.startswith("WHATSAPP_"))),
             certificate_signing_key=(signing_key := _signing_key(env, var_dir)),
             certificate_public_keys=_public_keys(env, signing_key),
+            otp_delivery_retry_seconds=_number(env, "OTP_DELIVERY_RETRY_SECONDS", 1.0),
         )
 
 

@@ -39,6 +39,7 @@ PUBLIC_PATHS = {"/webhooks/whatsapp/webhook": "rasa", "/certificates/": "actions
 # Read by the code, deliberately not set by deploy/: the defaults are right in production.
 LEFT_TO_DEFAULT = {
     "OTP_OUTBOX": "only for OTP_SENDER=outbox (development)",
+    "OTP_DELIVERY_RETRY_SECONDS": "1 s, doubling to 60 s, until the code expires",
     "WHATSAPP_API_BASE_URL": "graph.facebook.com; set only for the fake Graph API",
     "WHATSAPP_HTTP_TIMEOUT_SECONDS": "10 s",
     "WHATSAPP_RETRY_ATTEMPTS": "4",

@@ -72,7 +72,7 @@ def test_certificate_download_over_whatsapp(stack, fake, backend, database_url):
     assert "nomor HP" in bodies(phone.tap("Download Sertifikat"))
     reply = bodies(phone.say("0812-3456-7002"))
     assert "0812****7002" in reply and "kode OTP" in reply
-    code = Outbox(stack.outbox).last_code("+6281234567002")
+    code = Outbox(stack.outbox, db=backend.db).last_code("+6281234567002")
 
     answer = phone.say(code)
     assert "Verifikasi berhasil" in bodies(answer) and "Siti Rahmawati" in bodies(answer)
