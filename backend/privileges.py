@@ -28,6 +28,7 @@ GRANTS: dict[str, dict[str, str]] = {
         "vaccinations": "SELECT",
         "certificates": "SELECT",
         "otp_challenges": "SELECT, INSERT, UPDATE",
+        "otp_deliveries": "SELECT, INSERT, UPDATE, DELETE",   # the delivery queue (otp.py)
         "auth_sessions": "SELECT, INSERT, UPDATE, DELETE",
         "certificate_links": "SELECT, INSERT",
         "audit_log": "INSERT",                  # written, never read back by the service
@@ -48,7 +49,8 @@ GRANTS: dict[str, dict[str, str]] = {
     },
     # The retention job (backend/retention.py): deletes what is older than RETENTION_DAYS.
     RETENTION: {table: "SELECT, DELETE" for table in
-                ("events", "otp_challenges", "auth_sessions", "certificate_links", "whatsapp_seen_messages")},
+                ("events", "otp_challenges", "otp_deliveries", "auth_sessions", "certificate_links",
+                 "whatsapp_seen_messages")},
 }
 # Sequences used by name (nextval); those behind serial columns follow INSERT automatically.
 SEQUENCES: dict[str, tuple[str, ...]] = {ACTIONS: ("ticket_number_seq",)}

@@ -332,7 +332,7 @@ def test_the_action_servers_role_runs_the_backend_and_nothing_more(roles_db, tmp
         backend.prepare()  # the action server's start: nothing pending, nothing written
         budi = "+6281234567001"
         backend.otp.request("roles-a", budi)
-        assert backend.otp.verify("roles-a", Outbox(settings.otp_outbox).last_code(budi)).status == "ok"
+        assert backend.otp.verify("roles-a", Outbox(settings.otp_outbox, backend).last_code(budi)).status == "ok"
         rina = backend.repo.people("roles-a")[1]
         backend.repo.choose_person("roles-a", rina.id)
         person, doses = backend.repo.vaccination_record("roles-a")
