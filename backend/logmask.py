@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import re
 
+from .staff_text import for_staff
+
 # Digits, possibly in groups separated by one space or dash: "0812-3456-7001", "482 913".
 _NUMBER = re.compile(r"(?<![\w+])\+?\d(?:[ \-]?\d){5,20}(?!\w)")
 _EMAIL = re.compile(r"([A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]*@([A-Za-z0-9.\-]+\.[A-Za-z]{2,})")
@@ -37,13 +39,17 @@ def mask_text(text: str) -> str:
 
 
 class MaskingFilter(logging.Filter):
+    """Masks personal data, then shows control characters visibly (an escape sequence in a
+    citizen's text must not act on the terminal of whoever reads the log)."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        masked = mask_text(message)
+        masked = for_staff(mask_text(message), keep_lines=True)
         if masked != message:
             record.msg, record.args = masked, ()
         if record.exc_info:
-            record.exc_text = mask_text(logging.Formatter().formatException(record.exc_info))
+            text = logging.Formatter().formatException(record.exc_info)
+            record.exc_text = for_staff(mask_text(text), keep_lines=True)
             record.exc_info = None
         return True
 
