@@ -9,10 +9,11 @@ import os
 import re
 import subprocess
 import sys
+import time
 import unicodedata
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from backend.logmask import MaskingFilter, mask_text
@@ -129,3 +130,150 @@ def test_log_lines_show_control_characters_as_escapes(caplog):
     assert "pesan \\x1b[2Jhalo\\u202e dari 0812****7001" in text
     assert "teks \\x1b]52;c;ZWNobyBoYWNrZWQ=\\x07 NIK 3201********0005" in text
     assert "Traceback" in text and unsafe_characters(text) == []
+
+
+# --- 8. masking phone numbers and NIKs however they are written ----------------------------
+
+SEPARATORS = [" ", "-", ".", "  ", " - ", ". ", " . ", "\u00a0", "--"]
+FILLER = st.text(alphabet="abcdefghijklmnopqrstuvwxyz ABC:,;!?'\"\n", max_size=15)
+
+
+def split_into_groups(draw, digits: str, low: int, high: int) -> list[str]:
+    groups = []
+    while digits:
+        size = draw(st.integers(low, high))
+        groups.append(digits[:size])
+        digits = digits[size:]
+    return groups
+
+
+def joined(draw, groups: list[str]) -> str:
+    same = draw(st.booleans())  # one separator throughout, or a mix
+    first = draw(st.sampled_from(SEPARATORS))
+    return groups[0] + "".join((first if same else draw(st.sampled_from(SEPARATORS))) + g for g in groups[1:])
+
+
+@st.composite
+def written_phones(draw) -> tuple[str, str]:
+    """An Indonesian mobile number as people write it, and its national form (08...)."""
+    rest = draw(st.from_regex(r"\A8[1-9][0-9]{7,10}\Z"))  # national 10-13 digits with the 0
+    prefix = draw(st.sampled_from(["0", "62", "+62", "+62 ", "+62-", "(+62) ", "(+62)", "+62 (0)"]))
+    groups = split_into_groups(draw, rest, 2, 5)
+    if draw(st.booleans()):
+        groups[0] = f"({groups[0]})" if prefix not in ("0", "62") else groups[0]
+    if prefix in ("0", "62"):
+        groups[0] = prefix + groups[0]
+        if draw(st.booleans()):
+            groups[0] = f"({groups[0]})"  # (0812) 3456 7001
+    else:
+        groups[0] = prefix + groups[0]
+    return joined(draw, groups), "0" + rest
+
+
+@st.composite
+def written_niks(draw) -> tuple[str, str]:
+    """A NIK (region, birth date with day + 40 for women, serial) grouped any way."""
+    region = draw(st.from_regex(r"\A[1-9][0-9]{5}\Z"))
+    day = draw(st.integers(1, 28)) + draw(st.sampled_from([0, 40]))
+    month, year = draw(st.integers(1, 12)), draw(st.integers(0, 99))
+    serial = draw(st.integers(0, 9999))
+    nik = f"{region}{day:02d}{month:02d}{year:02d}{serial:04d}"
+    layout = draw(st.sampled_from(["4444", "222264", "664", "16", "any"]))
+    if layout == "any":
+        groups = split_into_groups(draw, nik, 1, 8)
+    else:
+        sizes, groups, at = [int(c) for c in (layout if layout != "16" else "")] or [16], [], 0
+        for size in sizes:
+            groups.append(nik[at:at + size])
+            at += size
+    label = draw(st.sampled_from(["", "NIK: ", "NIK ", "nik:", "nik", "no KTP ", "NIK = "]))
+    return label + joined(draw, groups), nik
+
+
+def survivors(masked: str, original: str, window: int = 8) -> list[str]:
+    """Runs of `window` consecutive digits of `original` still readable in `masked`: within
+    each stretch of digits and separators (a mask character or a letter ends it), separators
+    taken out."""
+    found = []
+    for stretch in re.split(r"[^0-9 \u00a0.\-()+]", masked):
+        digits = re.sub(r"\D", "", stretch)
+        found += [original[k:k + window] for k in range(len(original) - window + 1)
+                  if original[k:k + window] in digits]
+    return found
+
+
+# The property: no 8 consecutive digits of the number are left, and at least 4 are hidden
+# ("*"). The masks keep the first 4 and up to the last 4 digits, never adjacent; 8 in a row
+# would be more than a mask shows (a NIK's district and birth date, most of a phone number).
+@settings(max_examples=250, deadline=None)
+@given(written_phones(), FILLER, FILLER)
+@example(("0812.3456.7001", "081234567001"), "hp ", ".")
+@example(("(0812) 3456 7001", "081234567001"), "", "")
+@example(("0812  3456  7001", "081234567001"), "no: ", "")
+@example(("+62 812-3456 7001", "081234567001"), "", " ok")
+def test_no_phone_number_survives_however_written(phone, before, after):
+    written, national = phone
+    masked = mask_text(before + written + after)
+    assert survivors(masked, national) == [] and survivors(masked, re.sub(r"\D", "", written)) == [], masked
+    assert masked.count("*") >= 4 and masked.startswith(before) and masked.endswith(after)
+
+
+@settings(max_examples=250, deadline=None)
+@given(written_niks(), FILLER, FILLER)
+@example(("3201 1547 0762 0005", "3201154707620005"), "", "")
+@example(("3201.1547.0762.0005", "3201154707620005"), "nik saya ", ".")
+@example(("NIK: 3201-1547-0762-0005", "3201154707620005"), "", "")
+@example(("32 01 15 470762 0005", "3201154707620005"), "", "")
+def test_no_nik_survives_however_written(nik, before, after):
+    written, digits = nik
+    masked = mask_text(before + written + after)
+    assert survivors(masked, digits) == [], masked
+    assert "********" in masked and masked.startswith(before) and masked.endswith(after)
+
+
+@settings(max_examples=300, deadline=None)
+@given(written_niks(), written_phones(), st.from_regex(r"\A[0-9]{6}\Z"), st.sampled_from(SEPARATORS),
+       st.sampled_from(["", "tgl 2021-07-05 ", "05-07-2021 ", "dosis 2 "]))
+def test_numbers_typed_one_after_the_other_are_all_masked(nik, phone, code, separator, date):
+    """Nothing but a separator between them: one run of digits, cut at the right places. The
+    digits left are exactly those of the date and of each number masked on its own (checked
+    above); the code shows none."""
+    masked = mask_text(f"{date}{phone[0]}{separator}{nik[0]}{separator}{code}")
+    visible = re.sub(r"\D", "", date + mask_text(phone[0]) + mask_text(nik[0]))
+    assert re.sub(r"\D", "", masked) == visible, masked
+    assert masked.startswith(date) and masked.endswith("******")
+
+
+@pytest.mark.parametrize("text", [
+    "vaksin tgl 2021-07-05 dan 05/07/2021, lagi 05-07-2021 02-08-2021",
+    "tiket PL-2026-000001 dan PL-2026-123456",
+    "biaya Rp 1.500.000 atau Rp 150.000.000.000, 2.500,00",
+    "2026-11-29 08:00:00,123 INFO listening on 127.0.0.1:5005 (rasa 3.6.21, 192.168.100.100)",
+    "dosis 2 tanggal 14 Februari 2022 jam 08.30, antrean 12 orang, kode pos 40115",
+    "HC1:NCFOXN%TS3DH3ZSUZK+.V0ETD%65NL-AH-R6IOOA% 1234567",
+])
+def test_ordinary_numbers_are_left_as_written(text):
+    assert mask_text(text) == text
+
+
+@pytest.mark.parametrize("line", [
+    "1 " * 5000,
+    "0812 " * 2000,
+    "123456 " * 1430,
+    "3201.1547.0762.0005 " * 500,
+    "(0812) 3456-7001 " * 590,
+    "9" * 10000,
+    "1-" * 5000,
+    "+(" * 5000,
+    "2021-07-05 " * 900,
+], ids=["1-space", "0812-space", "codes", "dotted-niks", "phones-in-parentheses", "digits", "1-dash",
+        "plus-parenthesis", "dates"])
+def test_masking_a_long_line_is_fast(line):
+    """The filter runs on every log line: a 10 kB line of digits and separators in well under
+    100 ms (best of three, the machine is shared)."""
+    times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        mask_text(line)
+        times.append(time.perf_counter() - started)
+    assert min(times) < 0.1, f"{min(times) * 1000:.1f} ms"
