@@ -4,7 +4,6 @@ a slow or failing gateway); the development outbox is the owner's only from its 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import stat
@@ -14,9 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from statistics import median
 
 import pytest
-import yaml
 from rasa_sdk import Tracker
-from rasa_sdk.executor import CollectingDispatcher
 
 from actions import backend as action_backend
 from actions.actions import ActionApplyPersonalInfo
@@ -26,34 +23,17 @@ from backend.otp import CHANGE_PHONE, OutboxSender
 from backend.repository import utcnow
 from backend.retention import purge
 from conftest import ROOT
+from test_actions import responses, run
+from test_actions import tracker as actions_tracker
 
-DOMAIN = yaml.safe_load((ROOT / "domain.yml").read_text())
 NI_LUH = "+6281234567004"
 SITI = "+6281234567002"  # another account's number
 FREE = "+6281300000000"
 
 
-def tracker(sender: str, text: str = "", *, intent: str = "inform", form: str | None = "change_info_form",
-            requested: str | None = None, slots: dict | None = None) -> Tracker:
-    """A tracker as Rasa sends it right after the user said `text` inside `form`."""
-    slots = {"form_errors": 0, **(slots or {})}
-    events = [{"event": "user", "text": text, "parse_data": {"intent": {"name": intent}}}]
-    if requested:
-        slots.update({"requested_slot": requested, requested: text})
-        events.append({"event": "slot", "name": requested, "value": text})
-    return Tracker(sender, slots, {"text": text, "intent": {"name": intent, "confidence": 0.99},
-                                   "entities": [], "intent_ranking": [{"name": intent, "confidence": 0.99}]},
-                   events, False, None, {"name": form} if form else {}, "action_listen")
-
-
-def run(action, tr: Tracker):
-    dispatcher = CollectingDispatcher()
-    events = asyncio.run(action.run(dispatcher, tr, DOMAIN))
-    return events, dispatcher.messages
-
-
-def responses(messages) -> list[str]:
-    return [m["response"] for m in messages]
+def tracker(sender: str, text: str = "", **kwargs) -> Tracker:
+    """test_actions' tracker, inside the change form by default."""
+    return actions_tracker(sender, text, **{"form": "change_info_form", **kwargs})
 
 
 @pytest.fixture
