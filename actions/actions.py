@@ -68,7 +68,7 @@ class ActionSendCertificate(MenuAction):
         link = f"{backend.settings.public_base_url}/certificates/{token}.pdf"
         dispatcher.utter_message(
             response="utter_certificate_ready", dose_label=DOSE_LABELS[dose], name=person.full_name,
-            masked_nik=person.masked_nik, link=link,
+            masked_nik=person.masked_nik, link=link, token=token, dose_number=dose,
             minutes=max(1, backend.settings.certificate_link_ttl_seconds // 60),
         )
 

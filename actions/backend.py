@@ -9,13 +9,14 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, TypeVar
 
-from backend import Backend
+from backend import Backend, DeliveryWorker
 
 T = TypeVar("T")
 
 _lock = threading.Lock()
 _backend: Backend | None = None
 _executor: ThreadPoolExecutor | None = None
+_worker: DeliveryWorker | None = None
 
 
 def get_backend() -> Backend:
@@ -38,6 +39,24 @@ def set_backend(backend: Backend | None) -> None:
         _backend = backend
         if backend is not None and _executor is None:
             _executor = ThreadPoolExecutor(backend.settings.db_pool_max, thread_name_prefix="db")
+
+
+def start_delivery() -> None:
+    """Start this process's OTP delivery worker (at server start; once)."""
+    global _worker
+    backend = get_backend()
+    with _lock:
+        if _worker is None:
+            _worker = DeliveryWorker(backend.otp).start()
+
+
+def stop_delivery() -> None:
+    """Stop it, letting a send in progress end; queued codes stay for the next process."""
+    global _worker
+    with _lock:
+        worker, _worker = _worker, None
+    if worker is not None:
+        worker.stop()
 
 
 async def call(fn: Callable[..., T], *args, **kwargs) -> T:

@@ -13,7 +13,7 @@ from backend import DatabaseUnavailable, wording
 from backend.certificates import DOSE_LABELS, tanggal
 from backend.identifiers import InvalidInput, mask_phone, parse_email, parse_name, parse_otp, parse_phone
 from backend.otp import CHANGE_PHONE
-from backend.repository import ChangeRejected, NotVerified, PersonNotChosen
+from backend.repository import NotVerified, PersonNotChosen
 
 from .backend import call, get_backend
 from .parsing import parse_dose, parse_field, parse_yes_no
@@ -168,8 +168,8 @@ class ValidateChangeInfoForm(VerifiedFormValidation):
             return self.invalid(dispatcher, tracker, "new_value", hint)
         if new.casefold() == current.casefold():
             return self.invalid(dispatcher, tracker, "new_value", "utter_same_value")
-        if field == "phone" and not await call(repo.phone_available, tracker.sender_id, new):
-            return self.invalid(dispatcher, tracker, "new_value", "utter_phone_unavailable")
+        # Not whether another account holds a new number: that answer would tell anyone which
+        # numbers are registered. The code sent to it comes first; the refusal only after it.
         return self.valid(tracker, new_value=new, change_confirmed=None)
 
     async def validate_change_confirmed(self, value: Any, dispatcher, tracker: Tracker, domain) -> dict:
@@ -205,9 +205,8 @@ class ValidateChangeInfoForm(VerifiedFormValidation):
         def apply_change(cur, phone):
             backend.repo.change_phone(cur, tracker.sender_id, phone)
 
-        try:
-            checked = await call(backend.otp.verify, tracker.sender_id, code, CHANGE_PHONE, apply_change)
-        except ChangeRejected:
+        checked = await call(backend.otp.verify, tracker.sender_id, code, CHANGE_PHONE, apply_change)
+        if checked.status == "rejected":  # one reply, whatever the reason the change was refused
             dispatcher.utter_message(response="utter_phone_unavailable")
             return {"new_value": None, "change_confirmed": None, "new_phone_otp": None}
         if checked.status == "ok":

@@ -27,7 +27,7 @@ from backend import DatabaseUnavailable
 from backend.certificates import holder_rows
 from backend.signing import MAX_TEXT_LENGTH, VerificationError, verify
 
-from .backend import call, get_backend
+from .backend import call, get_backend, start_delivery, stop_delivery
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +187,14 @@ def build_app() -> Sanic:
     async def prepare(app, loop):
         backend = get_backend()
         await call(backend.prepare)  # schema and demo data, safe in every replica
+
+    @app.after_server_start
+    async def start_otp_delivery(app, loop):
+        start_delivery()  # codes are sent from a queue, never within a citizen's turn
+
+    @app.before_server_stop
+    async def stop_otp_delivery(app, loop):
+        await loop.run_in_executor(None, stop_delivery)
 
     return app
 

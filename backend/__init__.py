@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from .certificates import CertificateCache
 from .db import Database, DatabaseUnavailable, migrate
-from .otp import OtpService, make_sender
+from .otp import DeliveryWorker, OtpService, make_sender
 from .repository import Repository, utcnow
 from .seed import seed_demo
 from .settings import Settings, get_settings
@@ -43,4 +43,4 @@ class Backend:
             seed_demo(self.db)
 
 
-__all__ = ["Backend", "DatabaseUnavailable", "Settings"]
+__all__ = ["Backend", "DatabaseUnavailable", "DeliveryWorker", "Settings"]

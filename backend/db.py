@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
 import psycopg2
+import psycopg2.errors
 import psycopg2.extras
 
 log = logging.getLogger(__name__)
@@ -101,11 +102,36 @@ class Database:
         self.discard_idle()
 
 
-def migrate(db: Database) -> list[str]:
-    """Apply the SQL files of migrations/ not applied yet, in name order; returns those applied.
+class MigrationsPending(RuntimeError):
+    """The schema is behind this code and this database role may not migrate it."""
 
-    An advisory lock makes concurrent starts (several replicas) apply each file once.
+
+def pending_migrations(db: Database) -> list[str]:
+    """The migration files not applied yet; a read, allowed to every role of the service."""
+
+    def fn(cur) -> list[str]:
+        cur.execute("SELECT to_regclass('schema_migrations') AS t")
+        done = set()
+        if cur.fetchone()["t"] is not None:
+            cur.execute("SELECT name FROM schema_migrations")
+            done = {row["name"] for row in cur.fetchall()}
+        return [path.name for path in sorted(MIGRATIONS_DIR.glob("*.sql")) if path.name not in done]
+
+    return db.run(fn)
+
+
+def migrate(db: Database, *, grant: bool = False) -> list[str]:
+    """Apply the SQL files of migrations/ not applied yet, in name order; returns those applied.
+    Then the database roles of backend/privileges.py that exist get exactly their grants.
+
+    An advisory lock makes concurrent starts (several replicas) apply each file once. With
+    nothing pending (and grant off) nothing is written: the services' own roles, which may not
+    change the schema, pass here; with something pending they stop with MigrationsPending.
     """
+    from .privileges import apply_grants
+
+    if not grant and not pending_migrations(db):
+        return []
 
     def apply(cur) -> list[str]:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_ID,))
@@ -122,9 +148,14 @@ def migrate(db: Database) -> list[str]:
             cur.execute(path.read_text())
             cur.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (path.name,))
             applied.append(path.name)
+        apply_grants(cur)
         return applied
 
-    applied = db.run(apply)
+    try:
+        applied = db.run(apply)
+    except psycopg2.errors.InsufficientPrivilege:
+        raise MigrationsPending("the schema needs migrations this database role may not apply: "
+                                "run `python -m backend.migrate` as the owner role (deploy/README.md)") from None
     for name in applied:
         log.info("applied migration %s", name)
     return applied

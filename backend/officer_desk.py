@@ -13,8 +13,7 @@ from datetime import timedelta
 
 from . import wording
 from .db import Database
-from .logmask import mask_text
-from .tickets import CATEGORIES, OPEN_STATUSES, Tickets
+from .tickets import CATEGORIES, OPEN_STATUSES, Tickets, for_officers
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +191,7 @@ def channel_gate(db: Database, conversation_id: str, text: str, clock) -> tuple[
         if handoff is None:
             return pending, None
         cur.execute("INSERT INTO ticket_notes (ticket_id, at, author, note) VALUES (%s, %s, 'warga', %s)",
-                    (handoff["ticket_id"], clock(), mask_text(text)[:2000]))
+                    (handoff["ticket_id"], clock(), for_officers(text, 2000)))
         cur.execute("UPDATE tickets SET updated_at = %s WHERE id = %s", (clock(), handoff["ticket_id"]))
         return pending, HANDOFF_ACK
 

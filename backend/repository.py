@@ -272,19 +272,6 @@ class Repository:
     def change_email(self, conversation_id: str, new_email: str) -> Person:
         return self._update_person(conversation_id, "email", new_email, "change_email")
 
-    def phone_available(self, conversation_id: str, new_phone: str) -> bool:
-        """Whether the verified account may move to new_phone (not another account's number)."""
-
-        def fn(cur):
-            session = self._session(cur, conversation_id)
-            if session is None:
-                raise NotVerified()
-            cur.execute("SELECT id FROM accounts WHERE phone = %s", (new_phone,))
-            row = cur.fetchone()
-            return row is None or row["id"] == session["account_id"]
-
-        return self.db.run(fn)
-
     def account_phone(self, conversation_id: str) -> str:
         def fn(cur):
             session = self._session(cur, conversation_id)

@@ -1,7 +1,7 @@
 """The retention job (`make purge`): deletes what is no longer needed after RETENTION_DAYS.
 
 Deleted: conversations (Rasa's tracker events) whose last event is older than that, OTP
-challenges, ended or expired verified sessions, expired certificate links, and seen
+challenges, OTP codes still queued for delivery after their expiry (whatever their age), ended or expired verified sessions, expired certificate links, and seen
 WhatsApp message ids. Kept: citizens' records, tickets and the audit log, which are the
 service's own records rather than conversation data.
 """
@@ -15,6 +15,7 @@ import sys
 from datetime import datetime, timedelta, timezone
 from functools import partial
 
+from . import secret_rules
 from .db import Database
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,8 @@ STATEMENT_TIMEOUT_MS = 30 * 60 * 1000
 # (table, SQL condition on rows to delete, with %(cutoff)s); tables created by other parts
 # (the WhatsApp channel's seen ids) are skipped when they do not exist.
 RULES = [
+    # Codes still queued after their expiry (no action server ran to drop them): useless at once.
+    ("otp_deliveries", "expires_at < %(now)s"),
     ("otp_challenges", "created_at < %(cutoff)s"),
     ("auth_sessions", "expires_at < %(cutoff)s"),
     ("certificate_links", "expires_at < %(cutoff)s"),
@@ -52,11 +55,13 @@ def purge(db: Database, retention_days: int, now: datetime | None = None) -> dic
     (a renamed column, a lock held too long) is logged and the others are still purged, then
     PurgeFailed is raised so that the job ends in failure.
     """
-    cutoff = (now or datetime.now(timezone.utc)) - timedelta(days=retention_days)
+    now = now or datetime.now(timezone.utc)
+    cutoff = now - timedelta(days=retention_days)
     deleted: dict[str, int] = {}
     failed: dict[str, str] = {}
     jobs = {"events": _purge_conversations}
-    jobs.update({table: partial(_purge_rows, table=table, condition=condition) for table, condition in RULES})
+    jobs.update({table: partial(_purge_rows, table=table, condition=condition, now=now)
+                 for table, condition in RULES})
     for table, job in jobs.items():
         try:
             if _exists(db, table):
@@ -73,13 +78,13 @@ def _exists(db: Database, table: str) -> bool:
     return db.run(lambda cur: (cur.execute("SELECT to_regclass(%s) AS t", (table,)), cur.fetchone()["t"])[1]) is not None
 
 
-def _purge_rows(db: Database, cutoff: datetime, *, table: str, condition: str) -> int:
+def _purge_rows(db: Database, cutoff: datetime, *, table: str, condition: str, now: datetime) -> int:
     # Table names and conditions come from RULES above, never from input.
     statement = (f"DELETE FROM {table} WHERE ctid IN "
                  f"(SELECT ctid FROM {table} WHERE {condition} LIMIT %(batch)s)")
     total = 0
     while True:
-        count = db.run(lambda cur: (cur.execute(statement, {"cutoff": cutoff, "batch": BATCH}), cur.rowcount)[1])
+        count = db.run(lambda cur: (cur.execute(statement, {"cutoff": cutoff, "now": now, "batch": BATCH}), cur.rowcount)[1])
         total += count
         if count < BATCH:
             return total
@@ -115,6 +120,7 @@ def main() -> None:
 
     from .settings import PROJECT_ROOT
 
+    secret_rules.check(os.environ, secret_rules.DATABASE_ONLY)
     url = database_url(Path(os.environ.get("VAR_DIR") or PROJECT_ROOT / "var"))
     db = Database(url, max_connections=1, statement_timeout_ms=STATEMENT_TIMEOUT_MS)
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import secrets
+import tempfile
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Callable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from . import secret_rules
 from .signing import key_id, private_key_from_text, public_keys_from_text
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -26,6 +28,19 @@ def _int(env: dict, name: str, default: int) -> int:
     except ValueError as exc:
         raise ValueError(f"{name} must be a whole number, got {raw!r}") from exc
     if value <= 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+    return value
+
+
+def _number(env: dict, name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a number of seconds, got {raw!r}") from exc
+    if not value > 0:
         raise ValueError(f"{name} must be positive, got {value}")
     return value
 
@@ -45,22 +60,38 @@ def _secret(env: dict, name: str, var_dir: Path,
     """
     raw = env.get(name, "").strip()
     if raw:
+        secret_rules.check({name: raw, "REQUIRE_SECRETS": env.get("REQUIRE_SECRETS", "")}, [name])
         return raw.encode()
     if _flag(env, "REQUIRE_SECRETS", False):
         raise ValueError(f"{name} must be set (REQUIRE_SECRETS is on)")
-    path = var_dir / "secrets" / name.lower()
+    path = _private_dir(var_dir / "secrets") / name.lower()
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(generate())
-        tmp.chmod(0o600)
+        # mkstemp opens with O_CREAT|O_EXCL and mode 0600: the key is never readable by others,
+        # not even between creating the file and a chmod.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{name.lower()}.")
         try:
+            with os.fdopen(fd, "w") as out:
+                out.write(generate())
             os.link(tmp, path)  # atomic: the first process to get here wins
         except FileExistsError:
             pass
         finally:
-            tmp.unlink()
+            os.unlink(tmp)
+    elif path.stat().st_mode & 0o077:
+        path.chmod(0o600)  # one created by an older version, before the umask was ignored
     return path.read_text().strip().encode()
+
+
+def _private_dir(path: Path) -> Path:
+    """var/secrets: created 0700, and tightened to 0700 when it exists looser."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o700)
+    return path
 
 
 def _signing_key(env: dict, var_dir: Path) -> Ed25519PrivateKey:
@@ -131,10 +162,14 @@ class Settings:
     # The key that signs the certificates' QR payloads, and the public keys that verify them.
     certificate_signing_key: Ed25519PrivateKey | None = field(repr=False, default=None, compare=False)
     certificate_public_keys: tuple = field(repr=False, default=(), compare=False)
+    # First wait before a failed OTP delivery is tried again (doubling each time, at most 60 s).
+    otp_delivery_retry_seconds: float = 1.0
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> "Settings":
         env = dict(os.environ if env is None else env)
+        # Placeholders and short secrets stop the process (REQUIRE_SECRETS=1, backend/secret_rules.py).
+        secret_rules.check(env, secret_rules.ACTION_SERVER)
         var_dir = Path(env.get("VAR_DIR") or PROJECT_ROOT / "var")
         var_dir.mkdir(parents=True, exist_ok=True)
         return cls(
@@ -164,6 +199,7 @@ class Settings:
             whatsapp_env=tuple(sorted((k, v) for k, v in env.items() if k.startswith("WHATSAPP_"))),
             certificate_signing_key=(signing_key := _signing_key(env, var_dir)),
             certificate_public_keys=_public_keys(env, signing_key),
+            otp_delivery_retry_seconds=_number(env, "OTP_DELIVERY_RETRY_SECONDS", 1.0),
         )
 
 

@@ -13,6 +13,7 @@ from datetime import date, datetime, timedelta, timezone
 from . import wording
 from .logmask import mask_text
 from .repository import NotVerified, Person, Repository
+from .staff_text import for_staff
 
 WIB = timezone(timedelta(hours=7), "WIB")  # Indonesia's western time; no daylight saving
 
@@ -25,6 +26,12 @@ EXPECTED_DAYS = {"certificate_missing": 3, "wrong_data": 7, "otp_not_received": 
 OPEN_STATUSES = ("diterima", "diproses")
 # A certificate normally follows the facility's data entry within this many days.
 USUAL_PROCESSING_DAYS = 3
+
+
+def for_officers(text: str, limit: int) -> str:
+    """A citizen's text as stored for officers: masked, then its control characters shown as
+    escapes (PostgreSQL cannot even store a NUL; masking first, as an escape has digits)."""
+    return for_staff(mask_text(text), keep_lines=True)[:limit]
 
 
 @dataclass(frozen=True)
@@ -71,7 +78,7 @@ class Tickets:
             person = self.repo._current_person(cur, conversation_id)
             now = self.clock()
             reference = self._new_reference(cur)
-            text = mask_text(description.strip())[:1000] or CATEGORIES[category]
+            text = for_officers(description.strip(), 1000) or CATEGORIES[category]
             cur.execute(
                 "INSERT INTO tickets (reference, citizen_id, conversation_id, category, description,"
                 " channel, created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
@@ -143,7 +150,7 @@ class Tickets:
             ticket_id = cur.fetchone()["id"]
             for line in transcript[-40:]:
                 cur.execute("INSERT INTO ticket_notes (ticket_id, at, author, note) VALUES (%s, %s, 'transkrip', %s)",
-                            (ticket_id, now, mask_text(line)[:2000]))
+                            (ticket_id, now, for_officers(line, 2000)))
             cur.execute(
                 "INSERT INTO handoffs (conversation_id, ticket_id, channel, started_at) VALUES (%s, %s, %s, %s)"
                 " ON CONFLICT (conversation_id) DO UPDATE SET ticket_id = EXCLUDED.ticket_id,"

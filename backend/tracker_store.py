@@ -47,10 +47,11 @@ import sqlalchemy as sa
 import sqlalchemy.exc
 import sqlalchemy.orm
 from rasa.core.tracker_store import SQLTrackerStore, create_engine_kwargs
+from rasa.shared.core.events import BotUttered
 from rasa.shared.core.trackers import DialogueStateTracker
 from rasa.shared.nlu.constants import INTENT_NAME_KEY
 
-from backend import pg_async
+from backend import pg_async, secret_rules
 from rasa_server.speedups import dumps, keep_last, remember_json
 
 
@@ -63,8 +64,45 @@ class TrackerStoreUnavailable(BaseException):
     """The conversation could not be read or saved; nothing of this turn was processed or kept."""
 
 
+# What a stored bot message shows in place of a certificate's download token.
+REDACTED = "***"
+
+
+def _without(value: Any, secret: str) -> Any:
+    """`value` with every occurrence of `secret` in its strings replaced; new containers, so
+    that the copies the channels hold of this turn's messages keep the working link."""
+    if isinstance(value, str):
+        return value.replace(secret, REDACTED)
+    if isinstance(value, dict):
+        return {k: _without(v, secret) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without(v, secret) for v in value]
+    return value
+
+
+def redact_certificate(event: Any) -> None:
+    """A bot message that carries a certificate (utter_certificate_ready's `custom.certificate`,
+    as data) is kept without its download token: the link was shown to the citizen in this
+    turn, and conversations are stored for RETENTION_DAYS. The token is known from the data,
+    and replaced wherever it appears (text, data, the response's variables in metadata); the
+    event itself is changed, so the JSON that goes on to the action server is the redacted one."""
+    if not isinstance(event, BotUttered) or not isinstance(event.data, dict):
+        return
+    custom = event.data.get("custom")
+    part = custom.get("certificate") if isinstance(custom, dict) else None
+    token = part.get("token") if isinstance(part, dict) else None
+    if not isinstance(token, str) or not token or token == REDACTED:
+        return
+    event.text = _without(event.text, token)
+    event.data = _without(event.data, token)
+    event.metadata = _without(event.metadata, token)
+
+
 class StrictSQLTrackerStore(SQLTrackerStore):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Rasa loads this store first of ours: its process refuses placeholder or short secrets
+        # here, before connecting (REQUIRE_SECRETS=1, backend/secret_rules.py).
+        secret_rules.check(os.environ, secret_rules.RASA)
         super().__init__(*args, **kwargs)
         url = self.engine.url
         self.engine.dispose()
@@ -190,6 +228,7 @@ class StrictSQLTrackerStore(SQLTrackerStore):
             new = list(itertools.islice(tracker.events, stored, len(tracker.events)))
         rows = []
         for event in new:
+            redact_certificate(event)
             data = event.as_dict()
             text = dumps(data)
             remember_json(event, text)  # sent as it is in calls to the action server

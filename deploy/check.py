@@ -11,6 +11,8 @@
 - ports, Services, ACTION_ENDPOINT_URL, probe paths and public paths agree with each other
   and with the routes the two Sanic apps really register (Rasa from credentials.yml);
 - the Ingress and the compose edge expose exactly the WhatsApp webhook and the certificates;
+- no workload connects as the PostgreSQL superuser or the schema's owner but the migration;
+  each service connects as its own role (backend/privileges.py) with that role's password;
 - the Dockerfile copies what the commands and the configuration import.
 
 Prints one line per check and `N passed, N failed`; exit status 1 when anything failed.
@@ -37,6 +39,7 @@ PUBLIC_PATHS = {"/webhooks/whatsapp/webhook": "rasa", "/certificates/": "actions
 # Read by the code, deliberately not set by deploy/: the defaults are right in production.
 LEFT_TO_DEFAULT = {
     "OTP_OUTBOX": "only for OTP_SENDER=outbox (development)",
+    "OTP_DELIVERY_RETRY_SECONDS": "1 s, doubling to 60 s, until the code expires",
     "WHATSAPP_API_BASE_URL": "graph.facebook.com; set only for the fake Graph API",
     "WHATSAPP_HTTP_TIMEOUT_SECONDS": "10 s",
     "WHATSAPP_RETRY_ATTEMPTS": "4",
@@ -48,6 +51,7 @@ LEFT_TO_DEFAULT = {
     "REPLAY_CACHE_SIZE": "512 conversations per Rasa process (docs/performance.md)",
     "GC_FREEZE": "on: start-up objects left out of garbage collection (docs/performance.md)",
     "TRACKER_SYNCHRONOUS_COMMIT": "off for conversation events only (docs/performance.md)",
+    "RASA_SERVER_ALLOW_API": "unset: Rasa's HTTP API refused; only the simulator opts in (docs/platform.md)",
 }
 # Read only by the development launcher (tools/stack.py), never in a container.
 DEV_ONLY = {"RASA_PORT", "WORKERS"}
@@ -68,9 +72,21 @@ NEEDS = {
 }
 # Must come from the Secret (k8s), never from the ConfigMap, and must not be optional.
 REQUIRED_SECRETS = {"rasa": {"TRACKER_DB_PASSWORD", "ACTION_SERVER_TOKEN", "REDIS_PASSWORD"},
-                    "actions": {"TRACKER_DB_PASSWORD", "ACTION_SERVER_TOKEN", "OTP_HASH_KEY",
+                    "actions": {"DB_PASSWORD", "ACTION_SERVER_TOKEN", "OTP_HASH_KEY",
                                 "CERTIFICATE_SIGNING_KEY"},
-                    "retention": {"TRACKER_DB_PASSWORD"}}
+                    "retention": {"DB_PASSWORD"}}
+# Database roles (backend/privileges.py, k8s/postgres/roles.psql): the role each container
+# connects as, and the Secret key of its password. The superuser's and the owner's passwords
+# are for the postgres server and the migration only.
+DB_ROLES = {("Deployment", "actions", "migrate"): ("vaksin_owner", "DB_OWNER_PASSWORD"),
+            ("Deployment", "actions", "actions"): ("vaksin_actions", "DB_ACTIONS_PASSWORD"),
+            ("Deployment", "rasa", "wait-for-schema"): ("vaksin_rasa", "DB_RASA_PASSWORD"),
+            ("Deployment", "rasa", "rasa"): ("vaksin_rasa", "DB_RASA_PASSWORD"),
+            ("CronJob", "retention", "retention"): ("vaksin_retention", "DB_RETENTION_PASSWORD")}
+COMPOSE_DB_ROLES = {"migrate": "vaksin_owner", "actions": "vaksin_actions", "rasa": "vaksin_rasa",
+                    "retention": "vaksin_retention"}
+PRIVILEGED_KEYS = {"POSTGRES_PASSWORD", "DB_OWNER_PASSWORD"}
+MIGRATION_COMMAND = ["python", "-m", "backend.migrate"]
 SECRET_WORDS = ("PASSWORD", "TOKEN", "SECRET", "HASH_KEY")
 
 RUNTIME_CODE = ["actions", "backend", "rest", "whatsapp", "nlu_components", "rasa_server"]
@@ -398,6 +414,95 @@ def check_topology(objects: dict, compose: dict, cmd: list[str]) -> dict[str, se
     return used_paths
 
 
+def _workload_containers(objects: dict) -> list[tuple[tuple[str, str, str], dict, bool]]:
+    """((kind, workload, container), container, is_init) for every container of every workload."""
+    out = []
+    for (kind, name) in objects:
+        if kind in ("Deployment", "StatefulSet", "CronJob", "Job", "DaemonSet"):
+            spec = _pod_spec(objects, kind, name)
+            out += [((kind, name, c["name"]), c, False) for c in spec.get("containers", [])]
+            out += [((kind, name, c["name"]), c, True) for c in spec.get("initContainers", [])]
+    return out
+
+
+def _url_user(url: str) -> str | None:
+    # Not urlsplit: compose's ${VAR:?message} in the password may hold a "/".
+    found = re.match(r"postgres(?:ql)?://([^:@/]+)[:@]", url)
+    return found.group(1) if found else None
+
+
+def _expand(value: str, values: dict) -> str:
+    return K8S_REF.sub(lambda m: values.get(m.group(1)) or m.group(0), value)
+
+
+def check_database_roles(objects: dict, compose: dict) -> None:
+    """No workload connects as the superuser or the owner but the migration; each service as
+    its own role, with that role's password."""
+    sys.path.insert(0, str(ROOT))
+    from backend import privileges
+
+    roles = {privileges.OWNER, *privileges.GRANTS}
+    created = set(re.findall(r"'(vaksin_\w+)'", (K8S / "postgres" / "roles.psql").read_text()))
+    check("k8s/postgres/roles.psql creates every role of backend/privileges.py", roles <= created,
+          str(roles - created))
+    check("each service has a role of its own, none the owner",
+          len({r for r, _ in DB_ROLES.values()} - {privileges.OWNER}) == len(privileges.GRANTS)
+          and {r for r, _ in DB_ROLES.values()} == roles)
+    misused, wrong_role = [], []
+    for key, container, is_init in _workload_containers(objects):
+        values, secrets = k8s_env(objects, container)
+        keys = {ref["key"] for ref in secrets.values()}
+        label = "/".join(key[1:])
+        if key == ("StatefulSet", "postgres", "postgres"):
+            continue  # the server itself; it creates the roles (postgres/10-roles.sh)
+        if keys & PRIVILEGED_KEYS and not (is_init and key in DB_ROLES and DB_ROLES[key][0] == privileges.OWNER
+                                           and container.get("command") == MIGRATION_COMMAND
+                                           and "POSTGRES_PASSWORD" not in keys):
+            misused.append(f"{label} ({', '.join(sorted(keys & PRIVILEGED_KEYS))})")
+        if key in DB_ROLES:
+            role, secret_key = DB_ROLES[key]
+            urls = [_expand(values.get(n) or "", values) for n in ("DATABASE_URL",)]
+            users = {_url_user(u) for u in urls if u} | (
+                {values["TRACKER_DB_USER"]} if "TRACKER_DB_USER" in values and key[1] == "rasa" else set())
+            password_keys = {ref["key"] for name, ref in secrets.items() if "PASSWORD" in ref["key"]
+                             and ref["key"].startswith(("DB_", "POSTGRES"))}
+            if users != {role} or password_keys != {secret_key}:
+                wrong_role.append(f"{label}: {sorted(users)} with {sorted(password_keys)}")
+        elif "DATABASE_URL" in values or "TRACKER_DB_USER" in values:
+            wrong_role.append(f"{label}: connects to the database but has no role in DB_ROLES")
+    check("k8s: only the postgres server and the migration (initContainer migrate) hold the superuser's "
+          "or the owner's password", not misused, "; ".join(misused))
+    check("k8s: every container connects as its own role with that role's password", not wrong_role,
+          "; ".join(wrong_role))
+    missing = [key for key in DB_ROLES if key not in {k for k, _, _ in _workload_containers(objects)}]
+    check("k8s: the migration and every service's container exist", not missing, str(missing))
+
+    services = compose["services"]
+    misused, wrong_role = [], []
+    for name, service in services.items():
+        text = yaml.safe_dump(service)
+        privileged = [k for k in PRIVILEGED_KEYS if "${" + k in text]
+        if privileged and name not in ("postgres", "migrate"):
+            misused.append(f"{name} ({', '.join(privileged)})")
+        env = service.get("environment") or {}
+        if name in COMPOSE_DB_ROLES:
+            role = COMPOSE_DB_ROLES[name]
+            users = {_url_user(str(env.get("DATABASE_URL", "")))} | (
+                {env["TRACKER_DB_USER"]} if "TRACKER_DB_USER" in env else set())
+            passwords = set(re.findall(r"\$\{(DB_\w+_PASSWORD|POSTGRES_PASSWORD)", text))
+            if users != {role} or passwords != {f"DB_{role.split('_', 1)[1].upper()}_PASSWORD"}:
+                wrong_role.append(f"{name}: {sorted(map(str, users))} with {sorted(passwords)}")
+        elif "DATABASE_URL" in env or "TRACKER_DB_USER" in env:
+            wrong_role.append(f"{name}: connects to the database without a role of its own")
+    check("compose: only postgres and migrate hold the superuser's or the owner's password", not misused,
+          "; ".join(misused))
+    check("compose: every service connects as its own role with that role's password", not wrong_role,
+          "; ".join(wrong_role))
+    check("compose: the services start after the migration",
+          all(services[s].get("depends_on", {}).get("migrate", {}).get("condition") == "service_completed_successfully"
+              for s in ("actions", "rasa")) and services["migrate"]["command"] == MIGRATION_COMMAND)
+
+
 def _requires_password(args: list[str], reference: str) -> bool:
     return "--requirepass" in args and args.index("--requirepass") + 1 < len(args) \
         and args[args.index("--requirepass") + 1].startswith(reference)
@@ -466,6 +571,7 @@ def main() -> int:
     image_env, copies, cmd = dockerfile()
     check_env(objects, compose, image_env)
     used = check_topology(objects, compose, cmd)
+    check_database_roles(objects, compose)
     check_image(copies)
     if not args.fast:
         check_routes(used)

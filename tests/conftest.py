@@ -25,7 +25,7 @@ from backend.seed import seed_demo  # noqa: E402
 # One database per test session: sessions running at once (two checkouts' CI, a developer's
 # run beside another) never drop each other's data.
 TEST_DB = f"vaksin_test_{os.getpid()}"
-DATA_TABLES = ["notifications", "handoffs", "ticket_notes", "audit_log", "tickets", "certificate_links", "auth_sessions", "otp_challenges",
+DATA_TABLES = ["notifications", "handoffs", "ticket_notes", "audit_log", "tickets", "certificate_links", "auth_sessions", "otp_deliveries", "otp_challenges",
                "certificates", "vaccinations", "citizens", "accounts"]
 
 
@@ -143,10 +143,30 @@ def backend(database_url: str, settings_env: dict, clock: Clock):
 
 
 class Outbox:
-    def __init__(self, path: Path):
+    """The development outbox. Codes are delivered from a queue after the reply: given a backend
+    (no worker running), reading first delivers what is due, in this thread; given only the
+    database of a stack whose action server delivers, reading waits until the queue is empty."""
+
+    def __init__(self, path: Path, backend=None, *, db=None):
         self.path = path
+        self.backend = backend
+        self.db = db
+
+    def wait_for_delivery(self, timeout: float = 10.0) -> None:
+        import time
+
+        if self.backend is not None:
+            self.backend.otp.drain()
+        if self.db is None:
+            return
+        deadline = time.monotonic() + timeout
+        while self.db.run(lambda cur: (cur.execute("SELECT count(*) AS n FROM otp_deliveries"),
+                                       cur.fetchone()["n"])[1]):
+            assert time.monotonic() < deadline, "OTP codes still queued after 10 s"
+            time.sleep(0.02)
 
     def messages(self, to: str | None = None) -> list[dict]:
+        self.wait_for_delivery()
         if not self.path.exists():
             return []
         rows = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
@@ -160,7 +180,7 @@ class Outbox:
 
 @pytest.fixture
 def outbox(backend) -> Outbox:
-    return Outbox(backend.settings.otp_outbox)
+    return Outbox(backend.settings.otp_outbox, backend)
 
 
 @pytest.fixture(scope="module")

@@ -132,6 +132,7 @@ def test_wrong_code_is_counted_server_side_not_as_a_format_error(outbox):
 
 def test_resend_inside_the_form(outbox, clock):
     run(ValidateStatusForm(), tracker("c1", "081234567002", form="status_form", requested="phone_number"))
+    assert len(outbox.messages("+6281234567002")) == 1  # delivered (a void code's delivery is dropped)
     events, messages = run(ValidateStatusForm(), tracker("c1", "kode blm masuk, kirim ulang", intent="resend_otp",
                                                          form="status_form", requested="otp_code"))
     assert responses(messages) == ["utter_otp_too_soon"]
@@ -176,6 +177,9 @@ def test_certificate_link_after_choosing_the_booster(outbox, backend):
     assert link.startswith("http://localhost:5055/certificates/") and link.endswith(".pdf")
     assert backend.repo.certificate_by_token(link.rsplit("/", 1)[1][:-4])["dose"] == 3
     assert messages[0]["masked_nik"] == "3174********0001"
+    # The certificate as data too (utter_certificate_ready's custom part is filled from these).
+    assert link == f"http://localhost:5055/certificates/{messages[0]['token']}.pdf"
+    assert messages[0]["dose_number"] == 3
 
 
 def test_dose_recorded_but_not_certified_is_explained(outbox):

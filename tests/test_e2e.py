@@ -55,8 +55,8 @@ def chat(stack, backend):  # `backend` resets the demo data before each conversa
     return Chat(stack)
 
 
-def outbox_code(stack, outbox_cls, phone: str) -> str:
-    return outbox_cls(stack.outbox).last_code(phone)
+def outbox_code(stack, outbox_cls, phone: str, db) -> str:
+    return outbox_cls(stack.outbox, db=db).last_code(phone)
 
 
 def test_download_certificate_end_to_end(stack, chat, backend):
@@ -68,7 +68,7 @@ def test_download_certificate_end_to_end(stack, chat, backend):
     assert "nomor HP" in chat.text("gmn cara download sertif vaksin")
     reply = chat.text("0812-3456-7001")
     assert "0812****7001" in reply and "kode OTP" in reply
-    code = outbox_code(stack, Outbox, "+6281234567001")
+    code = outbox_code(stack, Outbox, "+6281234567001", backend.db)
     reply = chat.text(code)
     assert "Verifikasi berhasil" in reply and "Rina Santoso (NIK 3174********0002)" in reply
     reply = chat.text("1")
@@ -86,7 +86,7 @@ def test_download_certificate_end_to_end(stack, chat, backend):
     # Verified once: the next menu needs no new code.
     status = chat.text("cek status vaksin sy dong")
     assert "Status vaksinasi Budi Santoso" in status and "Booster (Dosis 3)" in status
-    assert len(Outbox(stack.outbox).messages("+6281234567001")) == 1
+    assert len(Outbox(stack.outbox, db=backend.db).messages("+6281234567001")) == 1
 
     assert "diakhiri" in chat.text("selesai")
     assert "nomor HP" in chat.text("cek status vaksin")
@@ -153,7 +153,7 @@ def test_action_server_down_gets_an_apology_then_the_conversation_goes_on(stack,
     assert "nomor HP" in chat.text("cek status vaksin")
 
 
-def test_database_restart_in_the_middle_of_a_conversation(stack, chat, server_url):
+def test_database_restart_in_the_middle_of_a_conversation(stack, chat, server_url, backend):
     import os
 
     from backend import embedded
@@ -164,7 +164,7 @@ def test_database_restart_in_the_middle_of_a_conversation(stack, chat, server_ur
     data_dir = ROOT / "var" / "test-pgdata"
     assert "nomor HP" in chat.text("cek status vaksin")
     chat.text("0812 3456 7002")
-    code = Outbox(stack.outbox).last_code("+6281234567002")
+    code = Outbox(stack.outbox, db=backend.db).last_code("+6281234567002")
     embedded.stop(data_dir)
     try:
         assert "gangguan" in chat.text(code)
@@ -205,7 +205,7 @@ def test_two_workers_with_a_redis_lock_store(two_workers, backend):
     chat = Chat(two_workers)
     assert "nomor HP" in chat.text("status vaksinasi")
     chat.text("081234567002")
-    reply = chat.text(Outbox(two_workers.outbox).last_code("+6281234567002"))
+    reply = chat.text(Outbox(two_workers.outbox, db=backend.db).last_code("+6281234567002"))
     assert "Status vaksinasi Siti Rahmawati" in reply
 
     # Eight messages of one citizen at the same moment, landing on both workers: each processed
@@ -245,17 +245,18 @@ def test_two_workers_apologise_while_redis_is_down_and_carry_on_after(two_worker
     finally:
         two_workers.start_redis()
     assert "kode" in chat.text("081234567002").lower()  # still asked for the number, as before
-    reply = chat.text(Outbox(two_workers.outbox).last_code("+6281234567002"))
+    reply = chat.text(Outbox(two_workers.outbox, db=backend.db).last_code("+6281234567002"))
     assert "Status vaksinasi Siti Rahmawati" in reply
 
 
-def test_report_followed_in_the_chat_and_resolved_by_an_officer(stack, chat, database_url, monkeypatch, capsys):
+def test_report_followed_in_the_chat_and_resolved_by_an_officer(stack, chat, database_url, monkeypatch, capsys,
+                                                                  backend):
     from conftest import Outbox
     from tools import tickets as officer_cli
 
     assert "nomor HP" in chat.text("sertifikat dosis 2 sy blm muncul")
     chat.text("081234567005")
-    reply = chat.text(Outbox(stack.outbox).last_code("+6281234567005"))
+    reply = chat.text(Outbox(stack.outbox, db=backend.db).last_code("+6281234567005"))
     assert "belum terbit" in reply and "tetap ingin membuat laporan" in reply
     reply = chat.text("ya")
     reference = re.search(r"PL-\d{4}-\d{6}", reply).group(0)

@@ -267,11 +267,12 @@ async def _timed(coro) -> float:
 def test_production_settings_refuse_missing_secrets_and_skip_demo_data(tmp_path):
     from backend import Settings
 
-    env = {"VAR_DIR": str(tmp_path), "REQUIRE_SECRETS": "1", "ACTION_SERVER_TOKEN": "t"}
+    # Production secrets are at least 32 bytes (tests/test_security_deploy.py refuses shorter).
+    env = {"VAR_DIR": str(tmp_path), "REQUIRE_SECRETS": "1", "ACTION_SERVER_TOKEN": "t" * 31 + "u"}
     with pytest.raises(ValueError, match="OTP_HASH_KEY"):
         Settings.from_env(env)
-    production = Settings.from_env({**env, "OTP_HASH_KEY": "k", "SEED_DEMO_DATA": "0",
+    production = Settings.from_env({**env, "OTP_HASH_KEY": "k" * 31 + "l", "SEED_DEMO_DATA": "0",
                                     "CERTIFICATE_SIGNING_KEY": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="})
-    assert production.seed_demo_data is False and production.otp_hash_key == b"k"
+    assert production.seed_demo_data is False and production.otp_hash_key == b"k" * 31 + b"l"
     assert not (tmp_path / "secrets").exists()
     assert Settings.from_env({"VAR_DIR": str(tmp_path)}).seed_demo_data is True

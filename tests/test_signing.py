@@ -265,7 +265,8 @@ def test_development_key_is_kept_under_var_secrets(tmp_path):
 
 
 def test_production_needs_the_key_and_its_public_half_in_the_list(tmp_path):
-    env = {"VAR_DIR": str(tmp_path), "REQUIRE_SECRETS": "1", "OTP_HASH_KEY": "k", "ACTION_SERVER_TOKEN": "t"}
+    env = {"VAR_DIR": str(tmp_path), "REQUIRE_SECRETS": "1", "OTP_HASH_KEY": "k" * 32 + "1",
+           "ACTION_SERVER_TOKEN": "t" * 32 + "1"}  # production secrets: >= 32 bytes, not one character
     with pytest.raises(ValueError, match="CERTIFICATE_SIGNING_KEY must be set"):
         Settings.from_env(env)
     env["CERTIFICATE_SIGNING_KEY"] = encode_key(bytes(range(32)))

@@ -20,7 +20,7 @@ from simulator.server import RasaConversations, Simulator, demo_numbers, display
 from tools.stack import ROOT
 from whatsapp.channel import WhatsAppInput
 from whatsapp.settings import WhatsAppSettings
-from whatsapp_support import APP_SECRET, VERIFY_TOKEN, ChannelServer, FileServer, Rasa
+from whatsapp_support import APP_SECRET, VERIFY_TOKEN, ChannelServer, FileServer, Rasa, certificate_message
 
 BUDI = "6281234567001"
 PDF = b"%PDF-1.4\n% sertifikat uji\n" + b"0" * 1024 + b"\n%%EOF\n"
@@ -62,7 +62,15 @@ def sim(tmp_path):
 
 
 @pytest.fixture
-def rasa():
+def files():
+    """The action server's certificate links (the channel's PUBLIC_BASE_URL)."""
+    running = FileServer(PDF, filename="sertifikat-vaksin-dosis-3.pdf")
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def rasa(files):
     stand_in = Rasa()
 
     async def reply(message):
@@ -73,8 +81,8 @@ def rasa():
         if message.text == "ubah":
             return [{"text": "Data apa yang ingin diubah?",
                      "buttons": [{"title": t, "payload": t.lower()} for t in ("Nama", "Nomor HP", "Email", "NIK", "Tanggal lahir")]}]
-        if message.text.startswith("http"):
-            return [{"text": f"Sertifikat Booster siap diunduh:\n{message.text}\nTautan berlaku 15 menit."}]
+        if message.text == "sertifikat":
+            return [certificate_message(files.link(), dose=3)]
         return [{"text": f"echo {message.text}"}]
 
     stand_in.reply = reply
@@ -82,9 +90,9 @@ def rasa():
 
 
 @pytest.fixture
-def channel(sim, rasa, database_url):
+def channel(sim, rasa, files, database_url):
     settings = WhatsAppSettings.from_env({**sim.env(APP_SECRET, VERIFY_TOKEN), "DATABASE_URL": database_url,
-                                          "WHATSAPP_RETRY_BASE_SECONDS": "0.01"})
+                                          "WHATSAPP_RETRY_BASE_SECONDS": "0.01", "PUBLIC_BASE_URL": files.base})
     server = ChannelServer(WhatsAppInput(settings), rasa).start()
     sim.webhook_url = server.url
     yield server
@@ -176,12 +184,8 @@ def test_buttons_and_list_rows_are_tapped_as_whatsapp_reports_them(sim, channel,
 
 
 def test_a_certificate_arrives_as_a_document_the_page_can_open(sim, channel, rasa):
-    files = FileServer(PDF, filename="sertifikat-vaksin-dosis-3.pdf")
-    try:
-        send(sim, BUDI, {"text": files.link()})
-        [document] = wait_for_out(sim, BUDI, 1)
-    finally:
-        files.stop()
+    send(sim, BUDI, {"text": "sertifikat"})
+    [document] = wait_for_out(sim, BUDI, 1)
     assert document.message["type"] == "document"
     entry = sim.entry_json(document)
     assert entry["media"]["url"].startswith("/sim/media/") and entry["media"]["size"] == len(PDF)

@@ -92,8 +92,8 @@ def test_make_run_screen_chat_and_one_ctrl_c_stop_everything(database_url, tmp_p
         terminal.type("gmn cara download sertif vaksin\r")
         screen = terminal.read_until("nomor HP yang terdaftar", timeout=60)
         terminal.type("\x03")  # Ctrl-C, as the terminal sends it
-        assert terminal.process.wait(timeout=60) == 0
-        screen = terminal.read_until("[stack] stopped", timeout=5)
+        screen = terminal.read_until("[stack] stopped", timeout=90)
+        assert terminal.process.wait(timeout=10) == 0, screen
     finally:
         if terminal.process.poll() is None:  # SIGTERM: the stack stops what it started
             terminal.process.terminate()

@@ -11,6 +11,7 @@ test PostgreSQL.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
@@ -24,8 +25,8 @@ from whatsapp.channel import WhatsAppInput
 from whatsapp.fake_graph import (FakeGraph, button_reply, post_webhook, sticker, status, text,
                                  webhook)
 from whatsapp.settings import WhatsAppSettings
-from whatsapp_support import (APP_SECRET, CITIZEN, OTHER, VERIFY_TOKEN, ChannelServer, FileServer,
-                              Rasa, messages_of, new_wamid, payload)
+from whatsapp_support import (APP_SECRET, CITIZEN, OTHER, TOKEN, VERIFY_TOKEN, ChannelServer, FileServer,
+                              Rasa, certificate_message, messages_of, new_wamid, payload)
 
 PDF = b"%PDF-1.4\n% sertifikat uji\n" + b"0" * 2048 + b"\n%%EOF\n"
 
@@ -285,21 +286,30 @@ def test_long_text_is_split(server, rasa, fake):
     assert len(fake.sent()) == 3
 
 
-def test_a_certificate_link_becomes_an_uploaded_pdf_document(server, rasa, fake, caplog):
-    files = FileServer(PDF)
-    link = files.link()
+@pytest.fixture
+def files():
+    running = FileServer(PDF)
+    yield running
+    running.stop()
 
+
+@pytest.fixture
+def served_certificates(wa_settings, rasa, files):
+    """The channel with the action server's base (PUBLIC_BASE_URL) at the test's file server."""
+    running = ChannelServer(WhatsAppInput(dataclasses.replace(wa_settings, public_base_url=files.base)),
+                            rasa).start()
+    yield running
+    running.stop()
+
+
+def test_a_certificate_becomes_an_uploaded_pdf_document(served_certificates, rasa, fake, files, caplog):
     async def certificate(message):
-        return [{"text": f"Sertifikat Dosis 2 atas nama Siti Rahmawati (NIK 3273********0003) siap diunduh:\n"
-                         f"{link}\nTautan berlaku 15 menit dan hanya untuk Anda; jangan dibagikan."}]
+        return [certificate_message(files.link())]
 
     rasa.reply = certificate
-    try:
-        with caplog.at_level(logging.INFO):
-            post(server, payload("text"))
-            [document] = fake.wait_for_sent(1)
-    finally:
-        files.stop()
+    with caplog.at_level(logging.INFO):
+        post(served_certificates, payload("text"))
+        [document] = fake.wait_for_sent(1)
     upload = next(r for r in fake.requests if r.path.endswith("/media"))
     assert upload.path == f"/v23.0/{fake.phone_number_id}/media"
     assert upload.headers["Authorization"] == f"Bearer {fake.access_token}"
@@ -308,29 +318,26 @@ def test_a_certificate_link_becomes_an_uploaded_pdf_document(server, rasa, fake,
     assert document["type"] == "document"
     assert document["document"] == {
         "id": upload.answer["id"], "filename": "sertifikat-vaksin-dosis-2.pdf",
-        "caption": "Sertifikat Dosis 2 atas nama Siti Rahmawati (NIK 3273********0003) siap diunduh"}
+        "caption": "Sertifikat Dosis 2 atas nama Siti Rahmawati (NIK 3273********0003)"}
     assert fake.media[upload.answer["id"]].content == PDF
-    assert "Zk3v9Qp2LmN8xY4rT6wB" not in caplog.text
+    assert files.paths == [f"/certificates/{TOKEN}.pdf"]
+    assert TOKEN not in caplog.text
 
 
-def test_when_the_document_cannot_be_made_the_link_is_sent(server, rasa, fake, caplog):
-    files = FileServer(PDF)
+def test_when_the_document_cannot_be_made_the_link_is_sent(served_certificates, rasa, fake, files, caplog):
     link = files.link()
 
     async def certificate(message):
-        return [{"text": f"Sertifikat siap diunduh:\n{link}"}]
+        return [certificate_message(link)]
 
     rasa.reply = certificate
     fake.fail_next(400, 131053, "Media upload error", path_contains="/media")
-    try:
-        with caplog.at_level(logging.INFO):
-            post(server, payload("text"))
-            [fallback] = fake.wait_for_sent(1)
-    finally:
-        files.stop()
+    with caplog.at_level(logging.INFO):
+        post(served_certificates, payload("text"))
+        [fallback] = fake.wait_for_sent(1)
     assert fallback["type"] == "text" and link in fallback["text"]["body"]
     assert "131053" in caplog.text and "sent the link instead" in caplog.text
-    assert "Zk3v9Qp2LmN8xY4rT6wB" not in caplog.text
+    assert TOKEN not in caplog.text
 
 
 def test_429_and_5xx_are_retried_4xx_are_not_and_are_logged_with_metas_code(server, rasa, fake, caplog):

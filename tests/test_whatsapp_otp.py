@@ -35,6 +35,7 @@ def whatsapp_backend(fake, database_url, settings_env, clock, backend):  # `back
 def test_the_code_is_sent_as_an_authentication_template(whatsapp_backend, fake):
     assert isinstance(whatsapp_backend.otp.sender, WhatsAppOtpSender)
     assert whatsapp_backend.otp.request("c1", BUDI).status == "sent"
+    whatsapp_backend.otp.drain()  # delivery comes after the reply, from the queue
     [message] = fake.sent()
     assert message["to"] == "6281234567001" and message["type"] == "template"
     template = message["template"]
@@ -49,18 +50,21 @@ def test_the_code_is_sent_as_an_authentication_template(whatsapp_backend, fake):
 
 def test_unregistered_numbers_get_nothing(whatsapp_backend, fake):
     assert whatsapp_backend.otp.request("c2", "+6281299999999").status == "sent"
+    whatsapp_backend.otp.drain()  # delivery comes after the reply, from the queue
     assert fake.requests == []
 
 
 def test_a_failing_graph_api_is_retried_then_not_revealed(whatsapp_backend, fake, caplog):
     fake.fail_next(503, 131000, "Something went wrong", times=2)
     assert whatsapp_backend.otp.request("c3", BUDI).status == "sent"
+    whatsapp_backend.otp.drain()  # delivery comes after the reply, from the queue
     assert [r.status for r in fake.requests] == [503, 503, 200]
 
     fake.clear()
     fake.fail_next(400, 132001, "Template name does not exist in the translation")
     with caplog.at_level(logging.INFO):
         assert whatsapp_backend.otp.request("c4", "+6281234567002").status == "sent"  # same reply
+        whatsapp_backend.otp.drain()
     assert [r.status for r in fake.requests] == [400]
     assert "132001" in caplog.text and "0812****7002" in caplog.text
     assert "81234567002" not in caplog.text

@@ -1,6 +1,6 @@
 """Rasa's bot messages as Graph API payloads, checked against the fake's copy of Meta's limits.
 
-Text splitting, reply buttons, lists, numbered text, the certificate caption, the OTP template.
+Text splitting, reply buttons, lists, numbered text, the certificate's data, the OTP template.
 """
 
 from __future__ import annotations
@@ -114,14 +114,23 @@ def test_buttons_without_payload_or_text_still_make_a_valid_message():
     assert outbound.button_messages(TO, "", [{"junk": 1}, "x"]) == []
 
 
-def test_certificate_link_and_caption():
-    text = ("Sertifikat Dosis 2 atas nama Siti Rahmawati (NIK 3273********0003) siap diunduh:\n"
-            "http://localhost:5055/certificates/Zk3v9Qp2LmN8xY4rT6wB_-a.pdf\n"
-            "Tautan berlaku 15 menit dan hanya untuk Anda; jangan dibagikan.")
-    assert outbound.certificate_link(text) == "http://localhost:5055/certificates/Zk3v9Qp2LmN8xY4rT6wB_-a.pdf"
-    assert outbound.certificate_caption(text) == (
-        "Sertifikat Dosis 2 atas nama Siti Rahmawati (NIK 3273********0003) siap diunduh")
-    assert outbound.certificate_link("lihat https://example.org/a.pdf") is None
+TOKEN = "Zk3v9Qp2LmN8xY4rT6wB_-aQ7s0dF1gH2jK3lM4nP5q"  # 43 characters, as token_urlsafe(32)
+
+
+def test_certificate_part_comes_from_the_data_only():
+    part = {"token": TOKEN, "filename": "sertifikat-vaksin-dosis-2.pdf",
+            "caption": "Sertifikat Dosis 2 atas nama Siti Rahmawati (NIK 3273********0003)"}
+    certificate = outbound.certificate_part({"text": "whatever", "custom": {"certificate": part}})
+    assert certificate == outbound.Certificate(TOKEN, "sertifikat-vaksin-dosis-2.pdf", part["caption"])
+    # A link in the text is text: nothing to fetch.
+    link = f"http://127.0.0.1:9/certificates/{TOKEN}.pdf"
+    assert outbound.certificate_part({"text": f"Sertifikat siap diunduh:\n{link}"}) is None
+    # A token of another alphabet or length, or not a string, names no certificate.
+    for token in (TOKEN[:-1], TOKEN + "a", TOKEN[:-1] + "/", "../../x", "", None, 42):
+        assert outbound.certificate_part({"custom": {"certificate": {**part, "token": token}}}) is None
+    # A file name that is not a plain .pdf name, or no caption: the defaults.
+    odd = outbound.certificate_part({"custom": {"certificate": {"token": TOKEN, "filename": "../x.exe"}}})
+    assert (odd.filename, odd.caption) == ("sertifikat-vaksin.pdf", texts.CERTIFICATE_CAPTION)
 
 
 def test_otp_template_carries_the_code_in_body_and_copy_code_button():
@@ -134,14 +143,13 @@ def test_otp_template_carries_the_code_in_body_and_copy_code_button():
         {"type": "button", "sub_type": "url", "index": "0", "parameters": [{"type": "text", "text": "482913"}]}]
 
 
-def test_certificate_fetched_from_the_internal_address_when_set():
+def test_certificate_fetched_from_the_action_servers_own_base():
     from whatsapp.settings import WhatsAppSettings
 
     settings = WhatsAppSettings.from_env({"PUBLIC_BASE_URL": "https://vaksin.example.go.id",
                                           "CERTIFICATE_INTERNAL_BASE_URL": "http://actions:5055"})
-    assert settings.fetch_url("https://vaksin.example.go.id/certificates/abc.pdf") == \
-        "http://actions:5055/certificates/abc.pdf"
-    assert settings.fetch_url("https://elsewhere.example/certificates/abc.pdf") == \
-        "https://elsewhere.example/certificates/abc.pdf"
-    assert WhatsAppSettings.from_env({}).fetch_url("http://localhost:5055/certificates/x.pdf") == \
-        "http://localhost:5055/certificates/x.pdf"
+    assert settings.certificate_url(TOKEN) == f"http://actions:5055/certificates/{TOKEN}.pdf"
+    public = WhatsAppSettings.from_env({"PUBLIC_BASE_URL": "https://vaksin.example.go.id/"})
+    assert public.certificate_url(TOKEN) == f"https://vaksin.example.go.id/certificates/{TOKEN}.pdf"
+    assert WhatsAppSettings.from_env({}).certificate_url(TOKEN) == \
+        f"http://localhost:5055/certificates/{TOKEN}.pdf"

@@ -28,6 +28,17 @@ APP_SECRET = "test-app-secret"
 VERIFY_TOKEN = "test-verify-token"
 CITIZEN = "6281234567002"   # Siti Rahmawati's number, as WhatsApp writes it
 OTHER = "6281234567004"
+TOKEN = "Zk3v9Qp2LmN8xY4rT6wB_-aQ7s0dF1gH2jK3lM4nP5q"  # as secrets.token_urlsafe(32) makes them
+
+
+def certificate_message(link: str, token: str = TOKEN, dose: int = 2) -> dict:
+    """A bot message as Rasa makes it from utter_certificate_ready: the link in the text, the
+    certificate as data."""
+    caption = f"Sertifikat Dosis {dose} atas nama Siti Rahmawati (NIK 3273********0003)"
+    return {"text": f"{caption} siap diunduh:\n{link}\nTautan berlaku 15 menit dan hanya untuk Anda; "
+                    "jangan dibagikan.",
+            "custom": {"certificate": {"token": token, "link": link, "caption": caption,
+                                       "filename": f"sertifikat-vaksin-dosis-{dose}.pdf"}}}
 
 
 def payload(name: str, *, fresh_ids: bool = True, fresh_times: bool = True, **replace: str) -> dict:
@@ -156,11 +167,13 @@ class FileServer:
 
     def __init__(self, content: bytes, filename: str = "sertifikat-vaksin-dosis-2.pdf"):
         self.content, self.filename, self.hits = content, filename, 0
+        self.paths: list[str] = []
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
                 outer.hits += 1
+                outer.paths.append(self.path)
                 if not self.path.startswith("/certificates/"):
                     self.send_response(404)
                     self.end_headers()
@@ -178,12 +191,17 @@ class FileServer:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def link(self, token: str = "Zk3v9Qp2LmN8xY4rT6wB") -> str:
-        return f"http://127.0.0.1:{self.server.server_port}/certificates/{token}.pdf"
+    @property
+    def base(self) -> str:
+        """What the channel's PUBLIC_BASE_URL or CERTIFICATE_INTERNAL_BASE_URL is set to."""
+        return f"http://127.0.0.1:{self.server.server_port}"
+
+    def link(self, token: str = TOKEN) -> str:
+        return f"{self.base}/certificates/{token}.pdf"
 
     def stop(self) -> None:
         self.server.shutdown()
 
 
 __all__ = ["APP_SECRET", "CITIZEN", "ChannelServer", "FileServer", "OTHER", "PAYLOADS", "Rasa",
-           "VERIFY_TOKEN", "free_port", "messages_of", "new_wamid", "payload"]
+           "TOKEN", "VERIFY_TOKEN", "certificate_message", "free_port", "messages_of", "new_wamid", "payload"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import secrets
+import select
 import sys
 import urllib.error
 import urllib.request
@@ -56,7 +57,21 @@ def to_send(typed: str, buttons: list[dict]) -> str:
     return typed
 
 
-def chat(url: str, sender: str, read=input, write=print) -> int:
+def read_line(prompt: str) -> str:
+    """input(), except that a Ctrl-C arriving just before the read still stops the chat: a
+    signal caught while no Python code runs is handled only at the next line of Python, and
+    input() would already be blocked in C, so wait in short steps instead."""
+    sys.stdout.write(prompt)
+    sys.stdout.flush()
+    while not select.select([sys.stdin], [], [], 0.2)[0]:
+        pass
+    line = sys.stdin.readline()
+    if not line:
+        raise EOFError
+    return line.rstrip("\n")
+
+
+def chat(url: str, sender: str, read=read_line, write=print) -> int:
     buttons: list[dict] = []
     while True:
         try:

@@ -24,6 +24,7 @@ from pathlib import Path
 from backend import Backend
 from backend.identifiers import mask_nik
 from backend.officer_desk import Notifier, OfficerDesk, TicketNotFound
+from backend.staff_text import for_staff
 from backend.tickets import CATEGORIES, WIB, Tickets
 
 
@@ -38,25 +39,34 @@ def print_open(desk: OfficerDesk) -> None:
         return
     print(f"{'nomor':16}{'kategori':26}{'status':10}{'dibuat (WIB)':18}{'petugas':10}warga")
     for row in rows:
-        who = f"{row['full_name']} (NIK {mask_nik(row['nik'].strip())})" if row["nik"] else "-"
+        # Names and texts in the database may come from citizens: for_staff() shows their
+        # control characters instead of letting them act on this terminal.
+        who = (f"{for_staff(row['full_name'])} (NIK {for_staff(mask_nik(row['nik'].strip()))})"
+               if row["nik"] else "-")
         live = "  [percakapan aktif]" if row["live"] else ""
-        print(f"{row['reference']:16}{CATEGORIES.get(row['category'], row['category']):26}{row['status']:10}"
-              f"{row['created_at'].astimezone(WIB):%Y-%m-%d %H:%M}  {row['assigned_to'] or '-':10}{who}{live}")
+        print(f"{for_staff(row['reference']):16}{for_staff(label(row['category'])):26}{for_staff(row['status']):10}"
+              f"{row['created_at'].astimezone(WIB):%Y-%m-%d %H:%M}  {for_staff(row['assigned_to'] or '-'):10}{who}{live}")
+
+
+def label(category: str) -> str:
+    return CATEGORIES.get(category, category)
 
 
 def print_ticket(desk: OfficerDesk, reference: str) -> None:
     t = desk.show(reference)
-    print(f"{t['reference']}  {CATEGORIES.get(t['category'], t['category'])}  status: {t['status']}"
-          f"  petugas: {t['assigned_to'] or '-'}  kanal: {t['channel'] or '-'}")
+    print(f"{for_staff(t['reference'])}  {for_staff(label(t['category']))}  status: {for_staff(t['status'])}"
+          f"  petugas: {for_staff(t['assigned_to'] or '-')}  kanal: {for_staff(t['channel'] or '-')}")
     if t.get("citizen"):
-        print(f"warga: {t['citizen']['full_name']} (NIK {mask_nik(t['citizen']['nik'].strip())})")
+        print(f"warga: {for_staff(t['citizen']['full_name'])} (NIK {for_staff(mask_nik(t['citizen']['nik'].strip()))})")
     print(f"dibuat: {t['created_at'].astimezone(WIB):%Y-%m-%d %H:%M} WIB")
-    print(f"uraian: {t['description']}")
+    # A description or a message may have several lines: kept, each indented under its label.
+    print(f"uraian: {for_staff(t['description'], keep_lines=True, indent=' ' * 8)}")
     if t["live"]:
         print("percakapan sedang ditangani petugas: balas dengan `reply`, kembalikan ke bot dengan `release`")
     for note in t["notes"]:
         shown = " (terlihat warga)" if note["public"] else ""
-        print(f"  {note['at'].astimezone(WIB):%H:%M} {note['author']}{shown}: {note['note']}")
+        head = f"  {note['at'].astimezone(WIB):%H:%M} {for_staff(note['author'])}{shown}: "
+        print(head + for_staff(note["note"], keep_lines=True, indent=" " * len(head)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             print_ticket(desk, args.reference)
         elif args.command == "take":
             desk.take(args.reference, args.officer)
-            print(f"{args.reference} diambil oleh {args.officer}")
+            print(f"{for_staff(args.reference)} diambil oleh {for_staff(args.officer)}")
         elif args.command == "note":
             desk.note(args.reference, args.officer, args.text, public=args.public)
             print("catatan disimpan")
@@ -96,12 +106,12 @@ def main(argv: list[str] | None = None) -> int:
                                                 else [args.reference, args.officer]))
             told = {"whatsapp": "dikirim lewat WhatsApp", "whatsapp_template": "dikirim lewat template WhatsApp",
                     "stored": "ditampilkan di chat warga pada pesan berikutnya"}.get(how, "warga tidak dapat diberi tahu")
-            print(f"{args.reference}: {args.command} selesai; pemberitahuan {told}")
+            print(f"{for_staff(args.reference)}: {args.command} selesai; pemberitahuan {told}")
     except TicketNotFound:
-        print(f"tiket {args.reference} tidak ditemukan", file=sys.stderr)
+        print(f"tiket {for_staff(args.reference)} tidak ditemukan", file=sys.stderr)
         return 1
     except ValueError as exc:
-        print(str(exc), file=sys.stderr)
+        print(for_staff(str(exc)), file=sys.stderr)
         return 1
     finally:
         backend.db.close()

@@ -5,8 +5,9 @@ Registered in credentials.yml as `whatsapp.channel.WhatsAppInput`; settings from
 A POST is authenticated (X-Hub-Signature-256) before it is read, its message ids are claimed in
 PostgreSQL so that a redelivery is dropped, and Meta gets its 200 at once; the turns run in the
 background, one sender's messages one after the other. Each turn's replies are collected, then
-sent through the Graph API, a certificate link as a PDF document; a turn that failed or said
-nothing gets an apology, so no message is left unanswered.
+sent through the Graph API, a certificate (named in the message's data, never found in its
+text) as a PDF document; a turn that failed or said nothing gets an apology, so no message is
+left unanswered.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import contextvars
 import hmac
 import json
 import logging
-import re
 import threading
 import time
 from collections import deque
@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024  # Meta's batches are a few kB
 MAX_CHALLENGE_CHARS = 256
-_FILENAME = re.compile(r'filename="?([A-Za-z0-9._\-]{1,100})"?')
 
 
 # --- noticing that Rasa failed inside a turn ----------------------------------------------------
@@ -387,9 +386,9 @@ class WhatsAppInput(InputChannel):
             return 0
         for message in bot_messages:
             text = str(message.get("text") or "")
-            link = outbound.certificate_link(text)
-            if link:
-                sent += await self._send_certificate(wa_id, text, link)
+            certificate = outbound.certificate_part(message)
+            if certificate is not None:
+                sent += await self._send_certificate(wa_id, text, certificate)
                 continue
             payloads: list[dict] = []
             buttons = message.get("buttons") or message.get("quick_replies")
@@ -416,18 +415,17 @@ class WhatsAppInput(InputChannel):
         except GraphError:
             return 0  # logged by the client, with Meta's error code
 
-    async def _send_certificate(self, wa_id: str, text: str, link: str) -> int:
-        """The PDF behind the link as a document: download, upload to Meta, send. If any step
-        fails the citizen still gets the link, which works the same."""
+    async def _send_certificate(self, wa_id: str, text: str, certificate: outbound.Certificate) -> int:
+        """The certificate named in the message's data as a document: fetched from the action
+        server's own base (never from a URL found in text), uploaded to Meta, sent. If any step
+        fails the citizen gets the message's text, whose link works the same."""
         try:
-            content, content_type, disposition = await self.graph.download(self.settings.fetch_url(link))
+            content, content_type = await self.graph.download(self.settings.certificate_url(certificate.token))
             if not content_type.startswith("application/pdf") or not content.startswith(b"%PDF"):
                 raise GraphError(200, None, "the link did not give a PDF")
-            found = _FILENAME.search(disposition)
-            filename = found.group(1) if found else "sertifikat-vaksin.pdf"
-            media_id = await self.graph.upload_media(content, "application/pdf", filename)
+            media_id = await self.graph.upload_media(content, "application/pdf", certificate.filename)
             await self.graph.send_message(outbound.document_message(
-                wa_id, media_id, filename, outbound.certificate_caption(text)))
+                wa_id, media_id, certificate.filename, certificate.caption))
             return 1
         except (GraphError, aiohttp.ClientError, OSError, asyncio.TimeoutError, ValueError) as exc:
             # The link itself is never logged: it carries the download token.

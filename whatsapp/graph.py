@@ -172,17 +172,17 @@ class GraphClient:
             raise GraphError(200, None, "upload answered without a media id")
         return str(media_id)
 
-    async def download(self, url: str) -> tuple[bytes, str, str]:
-        """GET a file we link to (the certificate): content, content type, Content-Disposition."""
+    async def download(self, url: str) -> tuple[bytes, str]:
+        """GET a certificate from the action server: content and content type. A redirect is
+        not followed but refused: it could lead anywhere, and the action server never sends one."""
         session = await self.session()
-        async with session.get(url) as reply:
+        async with session.get(url, allow_redirects=False) as reply:
             if reply.status != 200:
                 raise GraphError(reply.status, None, "download refused")
             content = await reply.content.read(MAX_DOWNLOAD_BYTES + 1)
             if len(content) > MAX_DOWNLOAD_BYTES:
                 raise GraphError(reply.status, None, "download too large")
-            return (content, reply.headers.get("Content-Type", ""),
-                    reply.headers.get("Content-Disposition", ""))
+            return content, reply.headers.get("Content-Type", "")
 
 
 class SyncGraphClient:

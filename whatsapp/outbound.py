@@ -8,6 +8,7 @@ buttons with titles of 20; a list of at most 10 rows, titles 24, descriptions 72
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from . import texts
@@ -23,8 +24,10 @@ ROW_TITLE_LIMIT = 24
 ROW_DESCRIPTION_LIMIT = 72
 ROW_ID_LIMIT = 200
 
-# The download links the action server puts in utter_certificate_ready.
-CERTIFICATE_LINK = re.compile(r"https?://[^\s]+/certificates/[A-Za-z0-9_\-]+\.pdf")
+# A download token as backend/repository.py makes it: secrets.token_urlsafe(32).
+CERTIFICATE_TOKEN = re.compile(r"[A-Za-z0-9_\-]{43}")
+CERTIFICATE_FILENAME = re.compile(r"[A-Za-z0-9._\-]{1,100}\.pdf")
+DEFAULT_FILENAME = "sertifikat-vaksin.pdf"
 
 
 def cut(text: str, limit: int) -> str:
@@ -107,16 +110,31 @@ def button_messages(to: str, text: str, buttons: list[dict]) -> list[dict]:
     return before + [_envelope(to, "interactive", interactive)]
 
 
-def certificate_link(text: str) -> str | None:
-    match = CERTIFICATE_LINK.search(text or "")
-    return match.group(0) if match else None
+@dataclass(frozen=True)
+class Certificate:
+    """The certificate a bot message carries as data (utter_certificate_ready's
+    `custom.certificate`): never read from the message's text."""
+    token: str
+    filename: str
+    caption: str
 
 
-def certificate_caption(text: str) -> str:
-    """The sentence that announces the certificate, without the link and what is said about it
-    (a document in the chat does not expire like the link does)."""
-    before = CERTIFICATE_LINK.split(text or "", maxsplit=1)[0].strip().rstrip(":").strip()
-    return cut(before or texts.CERTIFICATE_CAPTION, CAPTION_LIMIT)
+def certificate_part(message: dict) -> Certificate | None:
+    """The message's certificate, if its data names one with a well-formed token; else None
+    (the message is then sent as what it is, text)."""
+    custom = message.get("custom")
+    part = custom.get("certificate") if isinstance(custom, dict) else None
+    if not isinstance(part, dict):
+        return None
+    token = part.get("token")
+    if not isinstance(token, str) or not CERTIFICATE_TOKEN.fullmatch(token):
+        return None
+    filename = part.get("filename")
+    if not isinstance(filename, str) or not CERTIFICATE_FILENAME.fullmatch(filename):
+        filename = DEFAULT_FILENAME
+    caption = part.get("caption")
+    caption = cut(caption, CAPTION_LIMIT) if isinstance(caption, str) and caption.strip() else ""
+    return Certificate(token, filename, caption or texts.CERTIFICATE_CAPTION)
 
 
 def document_message(to: str, media_id: str, filename: str, caption: str) -> dict:

@@ -49,8 +49,8 @@ class WhatsAppSettings:
     max_concurrent_turns: int = 32
     database_url: str = field(default="", repr=False)
     db_pool_max: int = 4
-    # Certificate links are public URLs; inside a cluster the PDF is fetched from the action
-    # server directly when CERTIFICATE_INTERNAL_BASE_URL is set (e.g. http://actions:5055).
+    # The action server's public base (PUBLIC_BASE_URL); inside a cluster the PDF is fetched from
+    # the action server directly when CERTIFICATE_INTERNAL_BASE_URL is set (e.g. http://actions:5055).
     public_base_url: str = "http://localhost:5055"
     internal_base_url: str = ""
     shutdown_grace_seconds: float = 20.0
@@ -83,11 +83,10 @@ class WhatsAppSettings:
             shutdown_grace_seconds=_number(env, "WHATSAPP_SHUTDOWN_GRACE_SECONDS", 20.0),
         )
 
-    def fetch_url(self, link: str) -> str:
-        """Where to fetch a certificate link from: the internal address when one is set."""
-        if self.internal_base_url and link.startswith(self.public_base_url + "/"):
-            return self.internal_base_url + link[len(self.public_base_url):]
-        return link
+    def certificate_url(self, token: str) -> str:
+        """Where the channel fetches a certificate: always the action server's own base (the
+        internal address when one is set), the URL built here from a token checked by the caller."""
+        return f"{self.internal_base_url or self.public_base_url}/certificates/{token}.pdf"
 
     @property
     def message_max_age_seconds(self) -> int:

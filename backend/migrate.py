@@ -1,0 +1,62 @@
+"""The schema migration, run as the database's owner role before the services start.
+
+    python -m backend.migrate              # apply what is pending, then the roles' grants
+    python -m backend.migrate --wait 600   # only wait (any role) until nothing is pending
+
+In deploy/ the action server's pods run the first in an init container with the owner's
+credentials, and Rasa's pods the second with Rasa's own; the services' roles may not change
+the schema (backend/privileges.py). Locally `make run` migrates as the embedded superuser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from . import secret_rules
+from .db import Database, DatabaseUnavailable, migrate, pending_migrations
+
+log = logging.getLogger(__name__)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--wait", type=float, metavar="SECONDS",
+                        help="do not migrate: wait until no migration is pending (exit 1 after SECONDS)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    secret_rules.check(os.environ, secret_rules.DATABASE_ONLY)
+    from tools.stack import database_url  # the same database as `make run`
+
+    from .settings import PROJECT_ROOT
+
+    db = Database(database_url(Path(os.environ.get("VAR_DIR") or PROJECT_ROOT / "var")), max_connections=1)
+    try:
+        if args.wait is None:
+            applied = migrate(db, grant=True)
+            print(f"migrations applied: {', '.join(applied) or 'none pending'}; grants applied")
+            return 0
+        deadline = time.monotonic() + args.wait
+        while True:
+            try:
+                pending = pending_migrations(db)
+                if not pending:
+                    print("schema up to date")
+                    return 0
+                reason = f"{len(pending)} migrations pending"
+            except DatabaseUnavailable as exc:
+                reason = f"database unavailable ({exc})"
+            if time.monotonic() > deadline:
+                print(f"gave up waiting: {reason}", file=sys.stderr)
+                return 1
+            time.sleep(2)
+    finally:
+        db.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
