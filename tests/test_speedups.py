@@ -638,7 +638,7 @@ def test_nlu_through_the_concrete_function_and_joined_features_parses_as_rasa(in
     was not used once the concrete function was known."""
     from tensorflow.python.eager.polymorphic_function.polymorphic_function import Function
 
-    texts = UNCACHED_TEXTS + ["pertanyaan: vaksin booster itu apa sih?"]
+    texts = UNCACHED_TEXTS + ["pertanyaan: kenapa harus pakai kode otp sih?"]
     with monkeypatch.context() as rasas_way:
         rasas_way.setattr(RasaModel, "_rasa_predict", ORIGINAL_RASA_PREDICT)
         rasas_way.setattr(Features, "_combine_sparse_features", ORIGINAL_COMBINE_SPARSE)
