@@ -10,11 +10,12 @@ from rasa_sdk import Action, Tracker
 from rasa_sdk.events import ActiveLoop, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
-from backend import DatabaseUnavailable, wording
+from backend import DatabaseUnavailable
 from backend.certificates import DOSE_LABELS, tanggal
 from backend.identifiers import mask_phone
 from backend.repository import NotVerified, PersonNotChosen
 
+from . import wording
 from .backend import call, get_backend
 from .forms import FIELD_LABELS
 from .parsing import parse_dose, parse_field

@@ -10,6 +10,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, TypeVar
 
 from backend import Backend, DeliveryWorker
+from backend.repository import utcnow
+from backend.settings import get_settings
+
+from .senders import make_otp_sender
 
 T = TypeVar("T")
 
@@ -24,7 +28,9 @@ def get_backend() -> Backend:
     if _backend is None:
         with _lock:
             if _backend is None:
-                backend = Backend.create()
+                settings = get_settings()
+                # The sender OTP_SENDER names, plugged in here: the backend knows none of them.
+                backend = Backend.create(settings, clock=utcnow, otp_sender=make_otp_sender(settings, utcnow))
                 # As many threads as connections: a call never waits for a thread while
                 # holding nothing, nor for a connection while holding a thread it blocks.
                 _executor = ThreadPoolExecutor(backend.settings.db_pool_max, thread_name_prefix="db")

@@ -9,12 +9,13 @@ from rasa_sdk import Action, Tracker
 from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
-from backend import DatabaseUnavailable, wording
+from backend import DatabaseUnavailable
 from backend.certificates import DOSE_LABELS, tanggal
 from backend.identifiers import InvalidInput, mask_phone, parse_email, parse_name, parse_otp, parse_phone
 from backend.otp import CHANGE_PHONE
 from backend.repository import NotVerified, PersonNotChosen
 
+from . import wording
 from .backend import call, get_backend
 from .parsing import parse_dose, parse_field, parse_yes_no
 from .verified_form import VerifiedFormValidation, asks_for_resend, flow_of, whatsapp_number

@@ -10,11 +10,12 @@ from rasa_sdk import Action, Tracker
 from rasa_sdk.events import ActiveLoop, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
-from backend import DatabaseUnavailable, wording
+from backend import DatabaseUnavailable
 from backend.certificates import DOSE_LABELS, tanggal
 from backend.repository import NotVerified, PersonNotChosen
-from backend.tickets import CATEGORIES, EXPECTED_DAYS, USUAL_PROCESSING_DAYS, Tickets, hari, officers_available
+from backend.tickets import EXPECTED_DAYS, USUAL_PROCESSING_DAYS, Tickets, hari, officers_available, ticket_labels
 
+from . import wording
 from .backend import call, get_backend
 from .parsing import parse_yes_no, words
 from .verified_form import REQUESTED_SLOT, VerifiedFormValidation, reset_flow_events
@@ -24,8 +25,12 @@ MISSING = {"belum", "blm", "tidak", "tdk", "ga", "gak", "nggak", "enggak", "blom
 APPEAR = {"muncul", "keluar", "ada", "terbit", "masuk", "tampil"}
 
 
+# Each category's label is domain.yml's utter_ticket_category_<category>.
+CATEGORIES = ticket_labels(wording.domain())
+
+
 def tickets() -> Tickets:
-    return Tickets(get_backend().repo)
+    return Tickets(get_backend().repo, wording.domain())
 
 
 def problem_category(text: str) -> str | None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from .certificates import CertificateCache
 from .db import Database, DatabaseUnavailable, migrate
-from .otp import DeliveryWorker, OtpService, make_sender
+from .otp import DeliveryWorker, OtpSender, OtpService
 from .repository import Repository, utcnow
 from .seed import seed_demo
 from .settings import Settings, get_settings
@@ -21,7 +21,10 @@ class Backend:
     certificates: CertificateCache
 
     @classmethod
-    def create(cls, settings: Settings | None = None, *, dsn: str | None = None, clock=utcnow) -> "Backend":
+    def create(cls, settings: Settings | None = None, *, dsn: str | None = None, clock=utcnow,
+               otp_sender: OtpSender | None = None) -> "Backend":
+        """otp_sender: how codes go out (the action server's, actions/senders.py); without one
+        codes are queued and left for the action server to deliver."""
         settings = settings or get_settings()
         dsn = dsn or settings.database_url
         if not dsn:
@@ -32,7 +35,7 @@ class Backend:
         db = Database(dsn, max_connections=settings.db_pool_max,
                       statement_timeout_ms=settings.db_statement_timeout_ms)
         repo = Repository(db, settings, clock)
-        return cls(settings, db, repo, OtpService(repo, make_sender(settings, clock)),
+        return cls(settings, db, repo, OtpService(repo, otp_sender),
                    CertificateCache(signing_key=settings.certificate_signing_key))
 
     def prepare(self) -> None:
@@ -43,4 +46,4 @@ class Backend:
             seed_demo(self.db)
 
 
-__all__ = ["Backend", "DatabaseUnavailable", "DeliveryWorker", "Settings"]
+__all__ = ["Backend", "DatabaseUnavailable", "DeliveryWorker", "OtpSender", "Settings"]

@@ -30,9 +30,7 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     secret_rules.check(os.environ, secret_rules.DATABASE_ONLY)
-    from tools.stack import database_url  # the same database as `make run`
-
-    from .settings import PROJECT_ROOT
+    from .settings import PROJECT_ROOT, database_url
 
     db = Database(database_url(Path(os.environ.get("VAR_DIR") or PROJECT_ROOT / "var")), max_connections=1)
     try:

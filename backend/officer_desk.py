@@ -2,42 +2,50 @@
 every channel passes a message through first (handoffs, waiting notifications).
 
 Telling a citizen: on WhatsApp a message through the Graph API (a template when the 24-hour
-customer-service window has closed, as Meta requires); on channels that cannot push (REST,
-the terminal) a notification stored and shown before the bot's next reply.
+customer-service window has closed, as Meta requires), sent by the WhatsAppPush the assembling
+code hands in (tools/tickets.py: whatsapp/notify.py); on channels that cannot push (REST, the
+terminal) a notification stored and shown before the bot's next reply. The words are the
+Wording's responses (domain.yml's, read by the assembling code).
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from typing import NamedTuple, Protocol
 
-from . import wording
 from .db import Database
-from .tickets import CATEGORIES, OPEN_STATUSES, Tickets, for_officers
+from .tickets import OPEN_STATUSES, Tickets, for_officers
 
 log = logging.getLogger(__name__)
 
 WHATSAPP_WINDOW = timedelta(hours=24)
 
-# Said without a Rasa turn, so read from domain.yml's responses at start (backend.wording).
-HANDOFF_ACK = wording.text("utter_officer_forwarded")
-RESOLVED = wording.template("utter_ticket_resolved")  # {reference} {label} {note}
-REJECTED = wording.template("utter_ticket_rejected")  # {reference} {label} {note}
-OFFICER_SAYS = wording.template("utter_officer_says")  # {text}
-RELEASED = wording.text("utter_officer_released")
+# Said without a Rasa turn: the responses the officers' actions tell the citizen.
+RESOLVED = "utter_ticket_resolved"  # {reference} {label} {note}
+REJECTED = "utter_ticket_rejected"  # {reference} {label} {note}
+OFFICER_SAYS = "utter_officer_says"  # {text}
+RELEASED = "utter_officer_released"
 
 
 class TicketNotFound(LookupError):
     pass
 
 
+class WhatsAppPush(Protocol):
+    """Sends text to a WhatsApp citizen outside a turn: a plain message while window_open (the
+    24-hour window), the notice template after it. Raises if it could not be sent."""
+
+    def __call__(self, wa_id: str, text: str, window_open: bool) -> None: ...
+
+
 class Notifier:
     """Delivers a text to a conversation on the channel it came from."""
 
-    def __init__(self, db: Database, clock, whatsapp_sender=None):
+    def __init__(self, db: Database, clock, whatsapp: WhatsAppPush):
         self.db = db
         self.clock = clock
-        self._whatsapp = whatsapp_sender  # a callable(wa_id, text, window_open); made on first use
+        self._whatsapp = whatsapp
 
     def _last_inbound(self, conversation_id: str):
         def fn(cur):
@@ -55,7 +63,7 @@ class Notifier:
         if channel == "whatsapp":
             last = self._last_inbound(conversation_id)
             window_open = last is not None and self.clock().timestamp() - last < WHATSAPP_WINDOW.total_seconds()
-            self._whatsapp_sender()(conversation_id, text, window_open)
+            self._whatsapp(conversation_id, text, window_open)
             return "whatsapp" if window_open else "whatsapp_template"
 
         def store(cur):
@@ -65,13 +73,6 @@ class Notifier:
         self.db.run(store)
         return "stored"
 
-    def _whatsapp_sender(self):
-        if self._whatsapp is None:
-            from whatsapp.notify import send_notification  # only when a WhatsApp citizen is told
-
-            self._whatsapp = send_notification
-        return self._whatsapp
-
 
 class OfficerDesk:
     def __init__(self, tickets: Tickets, notifier: Notifier):
@@ -79,6 +80,9 @@ class OfficerDesk:
         self.db = tickets.db
         self.clock = tickets.clock
         self.notifier = notifier
+        self.wording = tickets.wording
+        for name in (RESOLVED, REJECTED, OFFICER_SAYS, RELEASED):
+            self.wording.text(name)  # a missing response fails here, at start, not when telling
 
     def open_tickets(self) -> list[dict]:
         def fn(cur):
@@ -157,29 +161,34 @@ class OfficerDesk:
 
     def resolve(self, reference: str, officer: str, note: str) -> str | None:
         ticket = self._update(reference, officer, status="selesai", note=note, public=True)
-        label = CATEGORIES.get(ticket["category"], ticket["category"])
-        return self._tell(ticket, wording.fill(RESOLVED, reference=ticket["reference"], label=label, note=note))
+        label = self.tickets.label(ticket["category"])
+        return self._tell(ticket, self.wording.text(RESOLVED, reference=ticket["reference"], label=label, note=note))
 
     def reject(self, reference: str, officer: str, note: str) -> str | None:
         ticket = self._update(reference, officer, status="ditolak", note=note, public=True)
-        label = CATEGORIES.get(ticket["category"], ticket["category"])
-        return self._tell(ticket, wording.fill(REJECTED, reference=ticket["reference"], label=label, note=note))
+        label = self.tickets.label(ticket["category"])
+        return self._tell(ticket, self.wording.text(REJECTED, reference=ticket["reference"], label=label, note=note))
 
     def reply(self, reference: str, officer: str, text: str) -> str | None:
         """An officer's message in a handed-over conversation."""
         ticket = self._update(reference, officer, status="diproses", note=text, public=True, assign=True)
-        return self._tell(ticket, wording.fill(OFFICER_SAYS, text=text))
+        return self._tell(ticket, self.wording.text(OFFICER_SAYS, text=text))
 
     def release(self, reference: str, officer: str) -> str | None:
         """The officer is done ("selesai"): the bot answers this conversation again."""
         ticket = self._update(reference, officer, status="selesai", note="Percakapan dikembalikan ke bot")
-        return self._tell(ticket, RELEASED)
+        return self._tell(ticket, self.wording.text(RELEASED))
 
 
-def channel_gate(db: Database, conversation_id: str, text: str, clock) -> tuple[list[str], str | None]:
+class Gate(NamedTuple):
+    pending: list[str]   # notifications waiting for this conversation, oldest first
+    handed_over: bool    # an officer has the conversation: the message went to them, not to Rasa
+
+
+def gate(db: Database, conversation_id: str, text: str, clock) -> Gate:
     """First step of every incoming message, in one transaction: the notifications waiting for
-    this conversation (marked delivered), and, while an officer has it, the acknowledgement to
-    send instead of a bot turn (the message itself goes to the ticket, masked)."""
+    this conversation (marked delivered), and whether an officer has it (the message itself then
+    goes to the ticket, masked). The channels say the acknowledgement (rasa_server/gate.py)."""
 
     def fn(cur):
         cur.execute(
@@ -189,10 +198,10 @@ def channel_gate(db: Database, conversation_id: str, text: str, clock) -> tuple[
         cur.execute("SELECT ticket_id FROM handoffs WHERE conversation_id = %s AND active", (conversation_id,))
         handoff = cur.fetchone()
         if handoff is None:
-            return pending, None
+            return Gate(pending, False)
         cur.execute("INSERT INTO ticket_notes (ticket_id, at, author, note) VALUES (%s, %s, 'warga', %s)",
                     (handoff["ticket_id"], clock(), for_officers(text, 2000)))
         cur.execute("UPDATE tickets SET updated_at = %s WHERE id = %s", (clock(), handoff["ticket_id"]))
-        return pending, HANDOFF_ACK
+        return Gate(pending, True)
 
     return db.run(fn)

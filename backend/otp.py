@@ -16,20 +16,16 @@ slow or failing gateway neither delays it nor loses the code.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import hmac
-import json
 import logging
 import os
 import secrets
 import threading
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Callable, Protocol
 
-import requests
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -48,64 +44,20 @@ CHANGE_PHONE = "change_phone"
 DELIVERY_LEASE_SECONDS = 60
 RETRY_CAP_SECONDS = 60
 
-MESSAGES = {
-    LOGIN: "Kode verifikasi Asisten Sertifikat Vaksin: {code}. Berlaku {minutes} menit. "
-           "JANGAN berikan kode ini kepada siapa pun, termasuk petugas.",
-    CHANGE_PHONE: "Kode untuk menjadikan nomor ini nomor HP akun Asisten Sertifikat Vaksin: {code}. "
-                  "Berlaku {minutes} menit. Abaikan jika Anda tidak memintanya.",
-}
-
 
 class OtpSender(Protocol):
-    # A sender whose text is fixed elsewhere (WhatsApp's authentication template) may define
-    # send_code(phone, code) instead; OtpService then gives it only the code.
-    def send(self, phone: str, text: str) -> None: ...
+    """How a code reaches a phone. The backend defines it; the assembling code picks one by
+    OTP_SENDER (actions/senders.py) and hands it to Backend.create. purpose is LOGIN or
+    CHANGE_PHONE; ttl_seconds is how long the code stays valid."""
+
+    def send(self, to: str, code: str, *, ttl_seconds: int, purpose: str) -> None: ...
 
 
-class OutboxSender:
-    """Development delivery: one JSON line per message appended to a file (OTP_OUTBOX)."""
+class NoSender:
+    """For processes that only issue codes (tools, jobs): delivery is the action server's."""
 
-    def __init__(self, path: Path, clock: Callable):
-        self.path = Path(path)
-        self.clock = clock
-
-    def send(self, phone: str, text: str) -> None:
-        line = json.dumps({"to": phone, "text": text, "sent_at": self.clock().isoformat()})
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Codes in clear: the file is the owner's only from its first byte (no chmod after).
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        with os.fdopen(fd, "a", encoding="utf-8") as out:
-            fcntl.flock(out, fcntl.LOCK_EX)  # several processes may append at once
-            out.write(line + "\n")
-
-
-class HttpSmsSender:
-    """An SMS gateway taking `POST {url}` with JSON {"to", "text"} and a bearer token."""
-
-    def __init__(self, url: str, token: str | None, timeout: float = 5.0):
-        self.url = url
-        self.token = token
-        self.timeout = timeout
-
-    def send(self, phone: str, text: str) -> None:
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        response = requests.post(self.url, json={"to": phone, "text": text},
-                                 headers=headers, timeout=self.timeout)
-        response.raise_for_status()
-
-
-def make_sender(settings, clock) -> OtpSender:
-    if settings.otp_sender == "outbox":
-        return OutboxSender(settings.otp_outbox, clock)
-    if settings.otp_sender == "http":
-        if not settings.sms_gateway_url:
-            raise ValueError("OTP_SENDER=http needs SMS_GATEWAY_URL")
-        return HttpSmsSender(settings.sms_gateway_url, settings.sms_gateway_token)
-    if settings.otp_sender == "whatsapp":
-        from whatsapp.otp import WhatsAppOtpSender  # the channel's package, only when chosen
-
-        return WhatsAppOtpSender.from_env(dict(settings.whatsapp_env))
-    raise ValueError(f"unknown OTP_SENDER {settings.otp_sender!r} (outbox, http or whatsapp)")
+    def send(self, to: str, code: str, *, ttl_seconds: int, purpose: str) -> None:
+        raise RuntimeError("no OTP sender in this process: codes are delivered by the action server")
 
 
 @dataclass(frozen=True)
@@ -126,12 +78,12 @@ class Checked:
 
 
 class OtpService:
-    def __init__(self, repo: Repository, sender: OtpSender):
+    def __init__(self, repo: Repository, sender: OtpSender | None = None):
         self.repo = repo
         self.db = repo.db
         self.settings = repo.settings
         self.clock = repo.clock
-        self.sender = sender
+        self.sender: OtpSender = sender or NoSender()
         # A key of its own for the queue, derived from OTP_HASH_KEY (not in the database).
         self._queue_key = AESGCM(HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
                                       info=b"otp-delivery-queue v1").derive(self.settings.otp_hash_key))
@@ -273,12 +225,7 @@ class OtpService:
             self.db.run(delete)
             return
         try:
-            send_code = getattr(self.sender, "send_code", None)
-            if send_code is not None:
-                send_code(row["phone"], code)
-            else:
-                minutes = max(1, self.settings.otp_ttl_seconds // 60)
-                self.sender.send(row["phone"], MESSAGES[row["purpose"]].format(code=code, minutes=minutes))
+            self.sender.send(row["phone"], code, ttl_seconds=self.settings.otp_ttl_seconds, purpose=row["purpose"])
         except Exception as exc:  # noqa: BLE001 - any sender failure: try again later
             delay = min(RETRY_CAP_SECONDS, self.settings.otp_delivery_retry_seconds * 2 ** (row["attempts"] - 1))
             log.warning("OTP delivery to %s failed: %s (attempt %d, next in %.1f s)",

@@ -111,14 +111,12 @@ def _old_conversations(db: Database, epoch: float) -> list[str]:
 
 
 def main() -> None:
-    from tools.stack import database_url  # the same database as `make run`
-
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--days", type=int, default=int(os.environ.get("RETENTION_DAYS", "30")))
     args = parser.parse_args()
     from pathlib import Path
 
-    from .settings import PROJECT_ROOT
+    from .settings import PROJECT_ROOT, database_url
 
     secret_rules.check(os.environ, secret_rules.DATABASE_ONLY)
     url = database_url(Path(os.environ.get("VAR_DIR") or PROJECT_ROOT / "var"))

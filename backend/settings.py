@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import secrets
 import tempfile
@@ -201,6 +202,18 @@ class Settings:
             certificate_public_keys=_public_keys(env, signing_key),
             otp_delivery_retry_seconds=_number(env, "OTP_DELIVERY_RETRY_SECONDS", 1.0),
         )
+
+
+def database_url(var_dir: Path, env: dict | None = None) -> str:
+    """DATABASE_URL, or the embedded server's URL under var_dir/pgdata (started if needed): the
+    same database as `make run`, for the jobs run by hand (backend.migrate, backend.retention)."""
+    url = (os.environ if env is None else env).get("DATABASE_URL")
+    if url:
+        return url
+    from . import embedded
+
+    logging.getLogger(__name__).info("no DATABASE_URL: using the embedded PostgreSQL in %s", var_dir / "pgdata")
+    return embedded.start(var_dir / "pgdata")
 
 
 @lru_cache(maxsize=1)

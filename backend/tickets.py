@@ -10,22 +10,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
-from . import wording
 from .logmask import mask_text
 from .repository import NotVerified, Person, Repository
 from .staff_text import for_staff
+from .wording import Wording
 
 WIB = timezone(timedelta(hours=7), "WIB")  # Indonesia's western time; no daylight saving
 
-# Each category's label is domain.yml's utter_ticket_category_<category>.
-CATEGORIES = {category: wording.text(f"utter_ticket_category_{category}") for category in (
-    "certificate_missing", "wrong_data", "otp_not_received", "other", "correction_nik",
-    "correction_birth_date", "handoff")}
+CATEGORY_NAMES = ("certificate_missing", "wrong_data", "otp_not_received", "other", "correction_nik",
+                  "correction_birth_date", "handoff")
 # Working days an officer needs, told to the citizen when the ticket is opened.
 EXPECTED_DAYS = {"certificate_missing": 3, "wrong_data": 7, "otp_not_received": 2, "other": 5}
 OPEN_STATUSES = ("diterima", "diproses")
 # A certificate normally follows the facility's data entry within this many days.
 USUAL_PROCESSING_DAYS = 3
+
+
+def ticket_labels(wording: Wording) -> dict[str, str]:
+    """Each category's label as citizens and officers read it: the response
+    utter_ticket_category_<category> (a missing one is a KeyError, at start)."""
+    return {category: wording.text(f"utter_ticket_category_{category}") for category in CATEGORY_NAMES}
 
 
 def for_officers(text: str, limit: int) -> str:
@@ -43,10 +47,7 @@ class Ticket:
     created_at: datetime
     description: str
     last_note: str | None = None
-
-    @property
-    def label(self) -> str:
-        return CATEGORIES.get(self.category, self.category)
+    label: str = ""  # the category as the citizen reads it (Tickets.label)
 
 
 @dataclass(frozen=True)
@@ -60,10 +61,15 @@ class Diagnosis:
 
 
 class Tickets:
-    def __init__(self, repo: Repository):
+    def __init__(self, repo: Repository, wording: Wording):
         self.repo = repo
         self.db = repo.db
         self.clock = repo.clock
+        self.wording = wording
+        self.labels = ticket_labels(wording)
+
+    def label(self, category: str) -> str:
+        return self.labels.get(category, category)
 
     # --- the citizen's side (verified sessions only) ---------------------------------------
 
@@ -78,7 +84,7 @@ class Tickets:
             person = self.repo._current_person(cur, conversation_id)
             now = self.clock()
             reference = self._new_reference(cur)
-            text = for_officers(description.strip(), 1000) or CATEGORIES[category]
+            text = for_officers(description.strip(), 1000) or self.labels[category]
             cur.execute(
                 "INSERT INTO tickets (reference, citizen_id, conversation_id, category, description,"
                 " channel, created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
@@ -86,7 +92,7 @@ class Tickets:
             ticket_id = cur.fetchone()["id"]
             self.repo._audit(cur, conversation_id, person, "ticket_opened",
                              {"reference": reference, "category": category})
-            return Ticket(ticket_id, reference, category, "diterima", now, text)
+            return Ticket(ticket_id, reference, category, "diterima", now, text, label=self.labels[category])
 
         return self.db.run(fn)
 
@@ -106,7 +112,7 @@ class Tickets:
                 " WHERE c.account_id = %s AND (%s::text IS NULL OR t.reference = %s)"
                 " ORDER BY t.created_at DESC, t.id DESC LIMIT %s",
                 (session["account_id"], reference, reference, limit))
-            return [Ticket(**row) for row in cur.fetchall()]
+            return [Ticket(**row, label=self.label(row["category"])) for row in cur.fetchall()]
 
         return self.db.run(fn)
 
@@ -156,7 +162,7 @@ class Tickets:
                 " ON CONFLICT (conversation_id) DO UPDATE SET ticket_id = EXCLUDED.ticket_id,"
                 " channel = EXCLUDED.channel, active = true, started_at = EXCLUDED.started_at, ended_at = NULL",
                 (conversation_id, ticket_id, channel, now))
-            return Ticket(ticket_id, reference, "handoff", "diterima", now, "")
+            return Ticket(ticket_id, reference, "handoff", "diterima", now, "", label=self.labels["handoff"])
 
         return self.db.run(fn)
 

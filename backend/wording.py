@@ -1,17 +1,16 @@
-"""The words citizens read, taken from domain.yml's responses: for what is said outside a Rasa
-turn (the officers' notifications, ticket labels) and for the pieces an action fills into a
-response (a booster note inside the status). Designers edit them in domain.yml only."""
+"""The words the backend says (ticket labels, officers' messages to citizens) are handed in:
+the backend reads no Rasa file. The assembling code reads domain.yml's responses
+(actions/wording.py) and gives them as a Wording."""
 
 from __future__ import annotations
 
 import string
-from functools import lru_cache
-from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Protocol
 
-import yaml
 
-DOMAIN_FILE = Path(__file__).resolve().parents[1] / "domain.yml"
+class Wording(Protocol):
+    def text(self, name: str, /, **values: Any) -> str:
+        """The response `name`'s text with its {variables} filled in; KeyError if there is none."""
 
 
 class _KeepMissing(dict):
@@ -21,27 +20,25 @@ class _KeepMissing(dict):
         return "{" + key + "}"
 
 
-@lru_cache(maxsize=None)
-def responses(path: str | None = None) -> dict[str, list[dict[str, Any]]]:
-    source = Path(path or DOMAIN_FILE)
-    return (yaml.safe_load(source.read_text(encoding="utf-8")) or {}).get("responses") or {}
-
-
-def template(name: str) -> str:
-    """The first variation's text of the response `name`, {variables} unfilled. A missing
-    response is a KeyError at import of the module that needs it: at start, not mid-conversation."""
-    return responses()[name][0]["text"]
-
-
 def fill(template_text: str, /, **values: Any) -> str:
+    """Values are put in as written: an officer's "{x}" stays "{x}", never read as a variable."""
     return string.Formatter().vformat(template_text, (), _KeepMissing(values))
 
 
-def text(name: str, **values: Any) -> str:
-    """The response `name`'s text with its {variables} filled in."""
-    return fill(template(name), **values)
+class Responses:
+    """A Wording over responses given as data: name -> variations ({"text", "buttons"}), the
+    shape of domain.yml's `responses:` section."""
 
+    def __init__(self, responses: Mapping[str, list[Mapping[str, Any]]]):
+        self._responses = responses
 
-def buttons(name: str) -> list[dict[str, str]]:
-    """The buttons of the response `name` (titles and payloads), in the domain's order."""
-    return [dict(b) for b in responses()[name][0].get("buttons") or []]
+    def template(self, name: str) -> str:
+        """The first variation's text, {variables} unfilled."""
+        return self._responses[name][0]["text"]
+
+    def text(self, name: str, /, **values: Any) -> str:
+        return fill(self.template(name), **values)
+
+    def buttons(self, name: str) -> list[dict[str, str]]:
+        """The response's buttons (titles and payloads), in the given order."""
+        return [dict(b) for b in self._responses[name][0].get("buttons") or []]

@@ -25,11 +25,11 @@ from rasa.core.channels.channel import CollectingOutputChannel, InputChannel, Us
 from sanic import Blueprint, response
 from sanic.request import Request
 
-from backend import wording
 from backend.db import Database, DatabaseUnavailable
-from backend.officer_desk import channel_gate
 from backend.repository import utcnow
-from backend.tracker_store import TrackerStoreUnavailable
+from rasa_server.gate import channel_gate
+from rasa_server.tracker_store import TrackerStoreUnavailable
+from rasa_server.wording import WORDING
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,8 @@ SENDER = re.compile(r"^[A-Za-z0-9_.:@+\-]{1,128}$")
 PHONE_LIKE = re.compile(r"^\+?[0-9]+$")
 
 # Said by the channel itself when Rasa could not answer: domain.yml's responses, read at start.
-APOLOGY = wording.text("utter_channel_unavailable")
-TOO_LONG = wording.text("utter_channel_too_long", max_chars=MAX_MESSAGE_CHARS)
+APOLOGY = WORDING.text("utter_channel_unavailable")
+TOO_LONG = WORDING.text("utter_channel_too_long", max_chars=MAX_MESSAGE_CHARS)
 
 
 def turn_timeout() -> float:

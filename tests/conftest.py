@@ -20,6 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 from backend import Backend, Settings  # noqa: E402
 from backend.db import migrate  # noqa: E402
+from backend.repository import utcnow  # noqa: E402
 from backend.seed import seed_demo  # noqa: E402
 
 # One database per test session: sessions running at once (two checkouts' CI, a developer's
@@ -33,7 +34,7 @@ def make_store(database_url: str):
     """The project's tracker store (Rasa's SQL store, events table included) on that database."""
     from rasa.shared.core.domain import Domain
 
-    from backend.tracker_store import StrictSQLTrackerStore
+    from rasa_server.tracker_store import StrictSQLTrackerStore
     from tools.stack import tracker_env
 
     env = tracker_env(database_url)
@@ -103,6 +104,14 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def assembled(settings: Settings, *, dsn: str, clock=utcnow) -> Backend:
+    """The backend as the action server assembles it (actions/backend.py): with the OTP sender
+    OTP_SENDER names plugged in."""
+    from actions.senders import make_otp_sender
+
+    return Backend.create(settings, dsn=dsn, clock=clock, otp_sender=make_otp_sender(settings, clock))
+
+
 class Clock:
     """Time that tests move forward by hand."""
 
@@ -130,7 +139,7 @@ def settings_env(tmp_path: Path) -> dict:
 
 @pytest.fixture
 def backend(database_url: str, settings_env: dict, clock: Clock):
-    backend = Backend.create(Settings.from_env(settings_env), dsn=database_url, clock=clock)
+    backend = assembled(Settings.from_env(settings_env), dsn=database_url, clock=clock)
 
     def reset(cur):
         cur.execute(f"TRUNCATE {', '.join(DATA_TABLES)} RESTART IDENTITY CASCADE")

@@ -17,7 +17,8 @@ from actions.actions import (ActionApplyPersonalInfo, ActionAskAffirmation, Acti
                              ActionSendCertificate, ActionShowStatus)
 from actions.forms import ActionAskDose, ActionAskPerson, ValidateCertificateForm, ValidateChangeInfoForm, ValidateStatusForm
 from actions.verified_form import reset_flow_events
-from backend import Backend, Settings
+from backend import Settings
+from conftest import assembled
 
 DOMAIN = yaml.safe_load((Path(__file__).resolve().parent.parent / "domain.yml").read_text())
 RESET = [SlotSet(name, None) for name in ["phone_number", "otp_code", "person", "dose", "info_field",
@@ -303,7 +304,7 @@ def test_ask_affirmation_offers_the_likely_meanings():
 
 def test_database_down_asks_the_same_question_again(database_url, settings_env, clock, outbox):
     verify("c1", "081234567002", outbox, phone="+6281234567002")
-    down = Backend.create(Settings.from_env(settings_env), dsn="host=/nonexistent dbname=x connect_timeout=1",
+    down = assembled(Settings.from_env(settings_env), dsn="host=/nonexistent dbname=x connect_timeout=1",
                           clock=clock)
     action_backend.set_backend(down)
     events, messages = run(ValidateCertificateForm(), tracker("c1", "2", requested="dose"))

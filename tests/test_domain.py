@@ -15,7 +15,7 @@ DOMAIN = yaml.safe_load((ROOT / "domain.yml").read_text())
 
 def sources() -> str:
     files = list((ROOT / "data").rglob("*.yml"))
-    for folder in ("actions", "backend", "rest", "whatsapp"):  # responses read outside a Rasa turn too
+    for folder in ("actions", "backend", "rasa_server", "rest", "whatsapp"):  # responses read outside a Rasa turn too
         files += list((ROOT / folder).glob("*.py"))
     text = "\n".join(path.read_text() for path in files)
     # names built from a prefix and a key: f"utter_field_label_{field}" for field in (...)

@@ -1,4 +1,4 @@
-"""The conversation lock store (backend/lock_store.py) on a real Redis and in memory.
+"""The conversation lock store (rasa_server/lock_store.py) on a real Redis and in memory.
 
 Two processes, each with its own Redis connections, take one conversation's lock many times at
 once: never two turns at a time, nothing left locked. Turns go in arrival order, the next one
@@ -22,7 +22,7 @@ import pytest
 from rasa.core.lock_store import LockError, LockStore
 from rasa.utils.endpoints import EndpointConfig
 
-from backend.lock_store import ISSUE, ConversationLockStore
+from rasa_server.lock_store import ISSUE, ConversationLockStore
 from conftest import ROOT, free_port
 from tools.stack import Stack
 
@@ -81,7 +81,7 @@ def test_two_processes_never_serve_one_conversation_twice_at_once(redis_port):
         import asyncio, sys
         sys.path.insert(0, {str(ROOT)!r})
         import redis
-        from backend.lock_store import ConversationLockStore
+        from rasa_server.lock_store import ConversationLockStore
         from rasa.utils.endpoints import EndpointConfig
 
         store = ConversationLockStore(EndpointConfig(url="127.0.0.1", port={redis_port}, db=0, store="redis"))

@@ -2,7 +2,8 @@
 
 import pytest
 
-from backend import Backend, Settings
+from backend import Settings
+from conftest import assembled
 from backend.otp import CHANGE_PHONE, LOGIN
 
 BUDI = "+6281234567001"
@@ -84,7 +85,7 @@ def test_at_most_five_codes_per_conversation_per_hour(backend, clock):
 
 
 def test_global_ceiling_per_minute(backend, database_url, settings_env, clock):
-    backend = Backend.create(Settings.from_env({**settings_env, "OTP_MAX_SENDS_PER_MINUTE": "3"}),
+    backend = assembled(Settings.from_env({**settings_env, "OTP_MAX_SENDS_PER_MINUTE": "3"}),
                              dsn=database_url, clock=clock)
     statuses = [backend.otp.request(f"c{i}", f"+62812345671{i:02d}").status for i in range(4)]
     assert statuses == ["sent", "sent", "sent", "busy"]
@@ -104,7 +105,7 @@ def test_unregistered_number_gets_the_same_reply_and_nothing_is_sent(backend, ou
 
 def test_limits_come_from_the_environment(backend, database_url, settings_env, clock, outbox):
     env = {**settings_env, "OTP_TTL_SECONDS": "30", "OTP_MAX_ATTEMPTS": "2", "OTP_RESEND_SECONDS": "5"}
-    backend = Backend.create(Settings.from_env(env), dsn=database_url, clock=clock)
+    backend = assembled(Settings.from_env(env), dsn=database_url, clock=clock)
     backend.otp.request("c1", BUDI)
     assert [backend.otp.verify("c1", "000000").status for _ in range(2)][-1] in ("void", "ok")
     clock.advance(5)
@@ -197,7 +198,7 @@ def test_http_sms_gateway_sender(backend, database_url, settings_env, clock):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     env = {**settings_env, "OTP_SENDER": "http", "SMS_GATEWAY_TOKEN": "t0ken",
            "SMS_GATEWAY_URL": f"http://127.0.0.1:{server.server_port}/send"}
-    sms = Backend.create(Settings.from_env(env), dsn=database_url, clock=clock)
+    sms = assembled(Settings.from_env(env), dsn=database_url, clock=clock)
     try:
         assert sms.otp.request("c1", BUDI).status == "sent"
         assert sms.otp.request("c2", UNKNOWN).status == "sent"
@@ -214,7 +215,7 @@ def test_http_sms_gateway_sender(backend, database_url, settings_env, clock):
 
 def test_a_failing_gateway_is_not_revealed(backend, database_url, settings_env, clock, caplog):
     env = {**settings_env, "OTP_SENDER": "http", "SMS_GATEWAY_URL": "http://127.0.0.1:9/send"}
-    sms = Backend.create(Settings.from_env(env), dsn=database_url, clock=clock)
+    sms = assembled(Settings.from_env(env), dsn=database_url, clock=clock)
     assert sms.otp.request("c1", BUDI).status == "sent"  # same reply; the citizen can resend
     sms.otp.drain()
     assert "0812****7001" in caplog.text and "81234567001" not in caplog.text

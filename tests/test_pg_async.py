@@ -1,4 +1,4 @@
-"""backend/pg_async.py on the real PostgreSQL: statements run while the event loop goes on."""
+"""rasa_server/pg_async.py on the real PostgreSQL: statements run while the event loop goes on."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 import psycopg2
 import pytest
 
-from backend import pg_async
+from rasa_server import pg_async
 
 
 @pytest.fixture

@@ -276,7 +276,7 @@ def test_rasas_role_keeps_conversations_and_reads_no_citizen_data(roles_db):
     from rasa.shared.core.events import ActionExecuted, UserUttered
     from rasa.shared.core.trackers import DialogueStateTracker
 
-    from backend.officer_desk import channel_gate
+    from rasa_server.gate import channel_gate
     from tests.conftest import make_store
     from whatsapp.dedupe import SeenMessages
 
@@ -321,13 +321,14 @@ def test_rasas_role_keeps_conversations_and_reads_no_citizen_data(roles_db):
 
 
 def test_the_action_servers_role_runs_the_backend_and_nothing_more(roles_db, tmp_path):
+    from actions import wording
     from backend.tickets import Tickets
-    from tests.conftest import Outbox
+    from tests.conftest import Outbox, assembled
 
     actions = roles_db[privileges.ACTIONS]
     settings = Settings.from_env({"VAR_DIR": str(tmp_path), "OTP_OUTBOX": str(tmp_path / "outbox.jsonl"),
                                   "OTP_HASH_KEY": STRONG, "SEED_DEMO_DATA": "0"})
-    backend = Backend.create(settings, dsn=actions)
+    backend = assembled(settings, dsn=actions)
     try:
         backend.prepare()  # the action server's start: nothing pending, nothing written
         budi = "+6281234567001"
@@ -341,7 +342,7 @@ def test_the_action_servers_role_runs_the_backend_and_nothing_more(roles_db, tmp
         assert backend.repo.certificate_by_token(token) is not None
         assert backend.repo.change_name("roles-a", "Rina Santosa").full_name == "Rina Santosa"
         backend.repo.open_correction_request("roles-a", "nik")
-        Tickets(backend.repo).start_handoff("roles-a", "rest", ["halo"])
+        Tickets(backend.repo, wording.domain()).start_handoff("roles-a", "rest", ["halo"])
         assert backend.repo.end_session("roles-a")
     finally:
         backend.db.close()

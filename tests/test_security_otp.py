@@ -19,10 +19,11 @@ from actions import backend as action_backend
 from actions.actions import ActionApplyPersonalInfo
 from actions.forms import ActionAskChangeConfirmed, ValidateCertificateForm, ValidateChangeInfoForm
 from backend import Backend, Settings
-from backend.otp import CHANGE_PHONE, OutboxSender
+from actions.senders import OutboxSender
+from backend.otp import CHANGE_PHONE
 from backend.repository import utcnow
 from backend.retention import purge
-from conftest import ROOT
+from conftest import ROOT, assembled
 from test_actions import responses, run
 from test_actions import tracker as actions_tracker
 
@@ -218,7 +219,7 @@ def sms_backend(backend, database_url, settings_env):  # `backend` resets the de
     def make(gateway: FakeSmsGateway) -> Backend:
         env = {**settings_env, "OTP_SENDER": "http", "SMS_GATEWAY_URL": gateway.url,
                "SMS_GATEWAY_TOKEN": "t0ken", "OTP_DELIVERY_RETRY_SECONDS": "0.1"}
-        sms = Backend.create(Settings.from_env(env), dsn=database_url, clock=utcnow)
+        sms = assembled(Settings.from_env(env), dsn=database_url, clock=utcnow)
         action_backend.set_backend(sms)
         action_backend.start_delivery()
         made.append(sms)
@@ -326,7 +327,7 @@ def test_the_queue_holds_the_code_only_sealed_and_bound_to_its_number(backend, o
 
 def test_undelivered_codes_go_when_they_expire(backend, database_url, settings_env, clock, caplog):
     env = {**settings_env, "OTP_SENDER": "http", "SMS_GATEWAY_URL": "http://127.0.0.1:9/send"}
-    sms = Backend.create(Settings.from_env(env), dsn=database_url, clock=clock)
+    sms = assembled(Settings.from_env(env), dsn=database_url, clock=clock)
     try:
         sms.otp.request("c1", SITI)
         assert sms.otp.drain() == 1 and queued(sms) == 1  # failed, kept for another try
@@ -351,7 +352,7 @@ def test_the_outbox_file_is_created_owner_only_even_with_umask_0(tmp_path, clock
     path = tmp_path / "outbox.jsonl"
     old = os.umask(0)
     try:
-        OutboxSender(path, clock).send(SITI, "Kode verifikasi: 123456")
+        OutboxSender(path, clock).send(SITI, "123456", ttl_seconds=300, purpose=CHANGE_PHONE)
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600

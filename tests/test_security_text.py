@@ -16,10 +16,11 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from actions import wording
 from backend.logmask import MaskingFilter, mask_text
-from backend.officer_desk import channel_gate
 from backend.staff_text import for_staff
 from backend.tickets import Tickets
+from rasa_server.gate import channel_gate
 
 from conftest import ROOT
 
@@ -64,7 +65,7 @@ def login(backend, outbox, conversation: str, phone: str) -> None:
 def test_officer_cli_shows_citizen_control_characters_as_escapes(backend, outbox, clock, database_url, tmp_path):
     hostile = " ".join(HOSTILE)
     login(backend, outbox, "web-x", "+6281234567005")
-    tickets = Tickets(backend.repo)
+    tickets = Tickets(backend.repo, wording.domain())
     report = tickets.open("web-x", "other", f"{hostile}\nbaris dua\tNIK 3201 1547 0762 0005 hp 0812-3456-7001",
                           "rest")
     handoff = tickets.start_handoff("web-y", "rest", [f"Warga: {hostile}"])

@@ -1,4 +1,4 @@
-"""The speed-ups (rasa_server/speedups.py, backend/tracker_store.py) behave as what they replace."""
+"""The speed-ups (rasa_server/speedups.py, rasa_server/tracker_store.py) behave as what they replace."""
 
 from __future__ import annotations
 

@@ -8,11 +8,12 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from rasa_sdk.events import ActiveLoop, SlotSet
 
-from actions import backend as action_backend
+from actions import backend as action_backend, wording
 from actions.support import (ActionAskReportConfirmed, ActionHandoff, ActionOpenTicket, ActionShowTickets,
                              ValidateReportForm, ValidateTicketForm, problem_category)
-from backend.officer_desk import HANDOFF_ACK, RELEASED, Notifier, OfficerDesk, channel_gate
+from backend.officer_desk import Notifier, OfficerDesk
 from backend.tickets import Tickets, officers_available
+from rasa_server.gate import HANDOFF_ACK, channel_gate
 from test_actions import responses, run, tracker
 
 WIB = timezone(timedelta(hours=7))
@@ -43,7 +44,7 @@ class Told:
 
 
 def desk(backend, told=None) -> OfficerDesk:
-    return OfficerDesk(Tickets(backend.repo), Notifier(backend.db, backend.repo.clock, told or Told()))
+    return OfficerDesk(Tickets(backend.repo, wording.domain()), Notifier(backend.db, backend.repo.clock, told or Told()))
 
 
 @pytest.mark.parametrize("text, category", [
@@ -99,7 +100,7 @@ def test_no_record_at_all(backend, outbox):
 
     backend.db.run(add_person)
     login(backend, outbox, "c1", "+6281300000777")
-    assert Tickets(backend.repo).diagnose("c1").kind == "no_record"
+    assert Tickets(backend.repo, wording.domain()).diagnose("c1").kind == "no_record"
 
 
 def test_ticket_opened_and_followed_only_by_its_account(backend, outbox):
@@ -143,7 +144,7 @@ def test_ticket_reference_in_the_question_is_kept(outbox):
 def test_resolving_tells_the_citizen_on_their_channel(backend, outbox, clock):
     told = Told()
     login(backend, outbox, "6281234567002", "+6281234567002")
-    tickets = Tickets(backend.repo)
+    tickets = Tickets(backend.repo, wording.domain())
     wa = tickets.open("6281234567002", "wrong_data", "tanggal dosis 2 salah", "whatsapp")
     login(backend, outbox, "web-1", "+6281234567003")
     rest = tickets.open("web-1", "other", "aplikasi error terus", "rest")
@@ -186,7 +187,7 @@ def test_handoff_from_request_to_release(backend, outbox, clock):
     assert pending == ["Petugas: Halo, saya Budi. NIK Anda akan kami periksa."] and ack == HANDOFF_ACK
 
     officers.release(reference, "budi")
-    assert channel_gate(backend.db, "web-2", "menu", clock) == ([RELEASED], None)  # the bot again
+    assert channel_gate(backend.db, "web-2", "menu", clock) == ([wording.text("utter_officer_released")], None)  # the bot again
     assert officers.open_tickets() == []
 
 

@@ -370,7 +370,7 @@ def test_429_and_5xx_are_retried_4xx_are_not_and_are_logged_with_metas_code(serv
 # --- failures --------------------------------------------------------------------------------
 
 class StoreDown(BaseException):
-    """Like backend.tracker_store.TrackerStoreUnavailable: a BaseException on purpose."""
+    """Like rasa_server.tracker_store.TrackerStoreUnavailable: a BaseException on purpose."""
 
 
 def test_every_failed_or_silent_turn_gets_an_apology(server, rasa, fake, caplog):

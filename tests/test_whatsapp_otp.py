@@ -9,7 +9,8 @@ import logging
 
 import pytest
 
-from backend import Backend, Settings
+from backend import Settings
+from conftest import assembled
 from whatsapp.fake_graph import FakeGraph
 from whatsapp.otp import WhatsAppOtpSender
 
@@ -27,7 +28,7 @@ def whatsapp_backend(fake, database_url, settings_env, clock, backend):  # `back
     env = {**settings_env, "OTP_SENDER": "whatsapp", **fake.env("secret", "verify"),
            "WHATSAPP_OTP_TEMPLATE": "kode_verifikasi_vaksin", "WHATSAPP_OTP_TEMPLATE_LANGUAGE": "id",
            "WHATSAPP_RETRY_BASE_SECONDS": "0.01"}
-    wa = Backend.create(Settings.from_env(env), dsn=database_url, clock=clock)
+    wa = assembled(Settings.from_env(env), dsn=database_url, clock=clock)
     yield wa
     wa.db.close()
 
@@ -72,5 +73,5 @@ def test_a_failing_graph_api_is_retried_then_not_revealed(whatsapp_backend, fake
 
 def test_missing_settings_are_named(settings_env):
     with pytest.raises(ValueError, match="WHATSAPP_ACCESS_TOKEN, WHATSAPP_PHONE_NUMBER_ID"):
-        Backend.create(Settings.from_env({**settings_env, "OTP_SENDER": "whatsapp"}),
+        assembled(Settings.from_env({**settings_env, "OTP_SENDER": "whatsapp"}),
                        dsn="postgresql://unused@127.0.0.1:9/x")

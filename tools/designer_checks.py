@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-PYTHON_FOLDERS = ("actions", "backend", "rest", "whatsapp")
+PYTHON_FOLDERS = ("actions", "backend", "rasa_server", "rest", "whatsapp")
 STORY_POLICIES = {"MemoizationPolicy", "AugmentedMemoizationPolicy", "TEDPolicy"}
 # Responses that Rasa's own default actions send (rasa/core/actions/action.py).
 DEFAULT_ACTION_RESPONSES = {"utter_default", "utter_ask_rephrase", "utter_ask_affirmation"}

@@ -21,15 +21,24 @@ import os
 import sys
 from pathlib import Path
 
+from actions import wording
 from backend import Backend
 from backend.identifiers import mask_nik
 from backend.officer_desk import Notifier, OfficerDesk, TicketNotFound
 from backend.staff_text import for_staff
-from backend.tickets import CATEGORIES, WIB, Tickets
+from backend.tickets import WIB, Tickets
+
+
+def tell_on_whatsapp(wa_id: str, text: str, window_open: bool) -> None:
+    from whatsapp.notify import send_notification  # only when a WhatsApp citizen is told
+
+    send_notification(wa_id, text, window_open)
 
 
 def desk_for(backend: Backend) -> OfficerDesk:
-    return OfficerDesk(Tickets(backend.repo), Notifier(backend.db, backend.repo.clock))
+    """The desk assembled: domain.yml's words, and WhatsApp citizens told through the channel."""
+    return OfficerDesk(Tickets(backend.repo, wording.domain()),
+                       Notifier(backend.db, backend.repo.clock, tell_on_whatsapp))
 
 
 def print_open(desk: OfficerDesk) -> None:
@@ -37,6 +46,7 @@ def print_open(desk: OfficerDesk) -> None:
     if not rows:
         print("Tidak ada tiket terbuka.")
         return
+    label = desk.tickets.label
     print(f"{'nomor':16}{'kategori':26}{'status':10}{'dibuat (WIB)':18}{'petugas':10}warga")
     for row in rows:
         # Names and texts in the database may come from citizens: for_staff() shows their
@@ -48,13 +58,9 @@ def print_open(desk: OfficerDesk) -> None:
               f"{row['created_at'].astimezone(WIB):%Y-%m-%d %H:%M}  {for_staff(row['assigned_to'] or '-'):10}{who}{live}")
 
 
-def label(category: str) -> str:
-    return CATEGORIES.get(category, category)
-
-
 def print_ticket(desk: OfficerDesk, reference: str) -> None:
     t = desk.show(reference)
-    print(f"{for_staff(t['reference'])}  {for_staff(label(t['category']))}  status: {for_staff(t['status'])}"
+    print(f"{for_staff(t['reference'])}  {for_staff(desk.tickets.label(t['category']))}  status: {for_staff(t['status'])}"
           f"  petugas: {for_staff(t['assigned_to'] or '-')}  kanal: {for_staff(t['channel'] or '-')}")
     if t.get("citizen"):
         print(f"warga: {for_staff(t['citizen']['full_name'])} (NIK {for_staff(mask_nik(t['citizen']['nik'].strip()))})")

@@ -29,7 +29,7 @@ from sanic import Blueprint, response
 from sanic.request import Request
 
 from backend.db import Database, DatabaseUnavailable, migrate
-from backend.officer_desk import channel_gate
+from rasa_server.gate import channel_gate
 from backend.repository import utcnow
 
 from . import outbound, texts

@@ -12,8 +12,8 @@ from .settings import WhatsAppSettings
 
 
 class WhatsAppOtpSender:
-    """Behind backend.otp's sender interface. The template's text is fixed by Meta (in the
-    template's language), so only the code is sent, through `send_code`."""
+    """backend.otp.OtpSender over WhatsApp. The template's text is fixed by Meta (in the
+    template's language, with its own validity line), so only the code goes out."""
 
     def __init__(self, settings: WhatsAppSettings, client: SyncGraphClient | None = None):
         missing = settings.missing_for_sending() + ([] if settings.otp_template else ["WHATSAPP_OTP_TEMPLATE"])
@@ -26,10 +26,7 @@ class WhatsAppOtpSender:
     def from_env(cls, env: dict | None = None) -> "WhatsAppOtpSender":
         return cls(WhatsAppSettings.from_env(env))
 
-    def send_code(self, phone: str, code: str) -> None:
-        to = phone.lstrip("+")  # E.164 without the plus, as WhatsApp ids are written
+    def send(self, to: str, code: str, *, ttl_seconds: int, purpose: str) -> None:
+        wa_id = to.lstrip("+")  # E.164 without the plus, as WhatsApp ids are written
         self.client.send_message(otp_template_message(
-            to, self.settings.otp_template, self.settings.otp_template_language, code))
-
-    def send(self, phone: str, text: str) -> None:
-        raise TypeError("WhatsAppOtpSender sends codes with send_code(); the template holds the text")
+            wa_id, self.settings.otp_template, self.settings.otp_template_language, code))

@@ -14,7 +14,7 @@ Lighter per message than Rasa's own, same rows and same order (profiled in docs/
   sent as plain SQL: one round trip, where the ORM session's BEGIN, statement and COMMIT or
   ROLLBACK took three, with the event loop waiting on each. A save is one multi-row INSERT,
   atomic on its own. The event loop does not wait for the answer: it goes on with other
-  conversations meanwhile (backend/pg_async.py);
+  conversations meanwhile (rasa_server/pg_async.py);
 - commits of conversation events do not wait for the disk (synchronous_commit off for this
   store's connections only; TRACKER_SYNCHRONOUS_COMMIT=on restores it): a crash of PostgreSQL
   itself may lose the last fraction of a second of conversation, never corrupt it, and the
@@ -51,7 +51,8 @@ from rasa.shared.core.events import BotUttered
 from rasa.shared.core.trackers import DialogueStateTracker
 from rasa.shared.nlu.constants import INTENT_NAME_KEY
 
-from backend import pg_async, secret_rules
+from backend import secret_rules
+from rasa_server import pg_async
 from rasa_server.speedups import dumps, keep_last, remember_json
 
 
@@ -142,7 +143,7 @@ class StrictSQLTrackerStore(SQLTrackerStore):
 
     async def _rows(self, sql: str, parameters) -> list[tuple]:
         """One statement in autocommit mode: one round trip, during which the event loop goes on
-        with other conversations (backend/pg_async.py). Through psycopg2's cursor directly:
+        with other conversations (rasa_server/pg_async.py). Through psycopg2's cursor directly:
         SQLAlchemy's statement and result objects around it cost more CPU than the statement.
         A connection the database closed is thrown away with every idle one of the pool, as
         SQLAlchemy does, and the error says so (DBAPIError.connection_invalidated)."""
