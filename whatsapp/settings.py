@@ -54,6 +54,14 @@ class WhatsAppSettings:
     public_base_url: str = "http://localhost:5055"
     internal_base_url: str = ""
     shutdown_grace_seconds: float = 20.0
+    # Messages whose turn failed are tried again (whatsapp/dedupe.py): looked for every
+    # pending_poll_seconds, first after pending_retry_seconds, doubling up to 5 minutes.
+    pending_poll_seconds: float = 2.0
+    pending_retry_seconds: float = 5.0
+    # How long a message being handled is not tried again elsewhere: well beyond a turn (cancelled
+    # at turn_timeout_seconds) and its wait behind the same citizen's earlier messages. A process
+    # killed mid-turn leaves its messages to be taken up after this.
+    pending_lease_seconds: float = 60.0
 
     @classmethod
     def from_env(cls, env: dict | None = None) -> "WhatsAppSettings":
@@ -81,6 +89,11 @@ class WhatsAppSettings:
             public_base_url=(env.get("PUBLIC_BASE_URL") or "http://localhost:5055").rstrip("/"),
             internal_base_url=(env.get("CERTIFICATE_INTERNAL_BASE_URL") or "").rstrip("/"),
             shutdown_grace_seconds=_number(env, "WHATSAPP_SHUTDOWN_GRACE_SECONDS", 20.0),
+            pending_poll_seconds=_number(env, "WHATSAPP_PENDING_POLL_SECONDS", 2.0, minimum=0.05),
+            pending_retry_seconds=_number(env, "WHATSAPP_PENDING_RETRY_SECONDS", 5.0, minimum=0.05),
+            pending_lease_seconds=_number(env, "WHATSAPP_PENDING_LEASE_SECONDS",
+                                          max(60.0, 4 * _number(env, "TURN_TIMEOUT_SECONDS", 10.0, minimum=0.1)),
+                                          minimum=1.0),
         )
 
     def certificate_url(self, token: str) -> str:
