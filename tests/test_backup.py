@@ -1,0 +1,196 @@
+"""Backups that restore (tools/backup.py, `make backup` / `make restore`) on a real PostgreSQL,
+run as the operator runs them: `python -m tools.backup` in a process of its own."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg2
+import psycopg2.extensions
+import pytest
+from psycopg2 import sql
+
+from backend import Backend, Settings
+from backend.tickets import Tickets
+from conftest import ROOT, Outbox
+
+
+@pytest.fixture
+def scratch_db(server_url, tmp_path):
+    """A database of its own, migrated and seeded as `make run` leaves it: a restore replaces
+    its whole schema, which the session's shared test database must not undergo."""
+    name = f"vaksin_backup_{os.getpid()}"
+    admin = psycopg2.connect(server_url)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = psycopg2.extensions.make_dsn(server_url, dbname=name)
+    backend = Backend.create(Settings.from_env(_settings(tmp_path)), dsn=url)
+    backend.prepare()
+    backend.db.close()
+    yield url
+    with admin.cursor() as cur:
+        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    admin.close()
+
+
+def _settings(tmp_path: Path) -> dict:
+    return {"VAR_DIR": str(tmp_path), "OTP_OUTBOX": str(tmp_path / "outbox.jsonl"), "OTP_HASH_KEY": "backup-test"}
+
+
+def run_tool(url: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DATABASE_URL": url, "VAR_DIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    env.pop("BACKUP_DIR", None)
+    return subprocess.run([sys.executable, "-m", "tools.backup", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def snapshot(url: str) -> dict[str, tuple[int, str]]:
+    """Every table's row count and a checksum of all its rows, and every sequence's position."""
+    state = {}
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                    " WHERE n.nspname = 'public' AND c.relkind IN ('r', 'S') ORDER BY 1")
+        for name, kind in cur.fetchall():
+            if kind == "S":
+                cur.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(sql.Identifier(name)))
+                state[name] = cur.fetchone()
+            else:
+                cur.execute(sql.SQL("SELECT count(*), md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), ''))"
+                                    " FROM {} t").format(sql.Identifier(name)))
+                state[name] = cur.fetchone()
+    conn.close()
+    return state
+
+
+def change_everything(url: str, tmp_path: Path) -> Backend:
+    """What happens after a backup: a citizen's name changed and a ticket opened through the
+    backend (each with its audit row), a conversation event, a certificate row gone."""
+    backend = Backend.create(Settings.from_env(_settings(tmp_path)), dsn=url)
+    outbox = Outbox(backend.settings.otp_outbox, backend)
+    backend.otp.request("after-backup", "+6281234567003")
+    assert backend.otp.verify("after-backup", outbox.last_code("+6281234567003")).status == "ok"
+    assert backend.repo.change_name("after-backup", "Agus Wijaya").full_name == "Agus Wijaya"
+    Tickets(backend.repo).open("after-backup", "certificate_missing", "sertifikat belum ada", "rest")
+
+    def more(cur):
+        cur.execute("INSERT INTO events (sender_id, type_name, timestamp, data) VALUES ('after', 'user', 1, '{}')")
+        cur.execute("DELETE FROM vaccinations WHERE id = (SELECT max(id) FROM vaccinations)"
+                    " AND NOT EXISTS (SELECT 1 FROM certificates c WHERE c.vaccination_id = vaccinations.id)")
+
+    backend.db.run(more)
+    return backend
+
+
+def name_of_citizen_with_phone(url: str, phone: str) -> str:
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT c.full_name FROM citizens c JOIN accounts a ON a.id = c.account_id"
+                    " WHERE a.phone = %s ORDER BY c.id LIMIT 1", (phone,))
+        name = cur.fetchone()[0]
+    conn.close()
+    return name
+
+
+def test_backup_then_changes_then_restore_gives_back_exactly_the_backup(scratch_db, tmp_path):
+    before = snapshot(scratch_db)
+    started = time.monotonic()
+    made = run_tool(scratch_db, tmp_path, "backup")
+    backup_seconds = time.monotonic() - started
+    assert made.returncode == 0, made.stderr
+    dumps = list((tmp_path / "backups").glob("*.dump"))
+    assert len(dumps) == 1 and dumps[0].name.endswith("Z.dump")
+    checksum = dumps[0].with_name(dumps[0].name + ".sha256")
+    # Only the operator's account may read a copy of every citizen's record.
+    assert (dumps[0].stat().st_mode & 0o777, checksum.stat().st_mode & 0o777) == (0o600, 0o600)
+    assert (tmp_path / "backups").stat().st_mode & 0o777 == 0o700
+    assert checksum.read_text().split()[1] == dumps[0].name
+
+    backend = change_everything(scratch_db, tmp_path)
+    backend.db.close()
+    changed = snapshot(scratch_db)
+    assert name_of_citizen_with_phone(scratch_db, "+6281234567003") == "Agus Wijaya"
+    assert {t for t in before if changed[t] != before[t]} >= {"citizens", "tickets", "audit_log", "events",
+                                                              "otp_challenges", "auth_sessions"}
+
+    started = time.monotonic()
+    restored = run_tool(scratch_db, tmp_path, "restore")  # the newest backup
+    restore_seconds = time.monotonic() - started
+    assert restored.returncode == 0, restored.stderr
+    assert "restored" in restored.stdout and dumps[0].name in restored.stdout
+    assert snapshot(scratch_db) == before  # every table, row for row, and every sequence
+    assert name_of_citizen_with_phone(scratch_db, "+6281234567003") == "Agus Wijya"
+    print(f"backup {dumps[0].stat().st_size} bytes in {backup_seconds:.1f} s, restore in {restore_seconds:.1f} s")
+
+    # The restored database serves again: a login and a ticket numbered as after the backup.
+    backend = change_everything(scratch_db, tmp_path)
+    tickets = Tickets(backend.repo).of_account("after-backup")
+    backend.db.close()
+    assert [t.reference for t in tickets][-1].endswith("000001")
+
+
+def test_a_damaged_backup_is_refused_and_nothing_changes(scratch_db, tmp_path):
+    assert run_tool(scratch_db, tmp_path, "backup").returncode == 0
+    good = next((tmp_path / "backups").glob("*.dump"))
+    backend = change_everything(scratch_db, tmp_path)
+    backend.db.close()
+    changed = snapshot(scratch_db)
+
+    damaged = tmp_path / "damaged.dump"
+    data = bytearray(good.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one bit
+    damaged.write_bytes(bytes(data))
+    (tmp_path / "damaged.dump.sha256").write_text(good.with_name(good.name + ".sha256").read_text())
+    refused = run_tool(scratch_db, tmp_path, "restore", str(damaged))
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines() == [
+        "restore failed: damaged.dump does not match its sha256 (damaged.dump.sha256): the file is damaged or not "
+        "the one that was backed up; nothing restored"]
+
+    unchecked = tmp_path / "unchecked.dump"
+    unchecked.write_bytes(good.read_bytes())  # intact, but without its checksum
+    refused = run_tool(scratch_db, tmp_path, "restore", str(unchecked))
+    assert refused.returncode == 1 and "unchecked.dump.sha256 is missing" in refused.stderr
+    assert snapshot(scratch_db) == changed
+
+
+def test_restore_refuses_while_the_assistant_is_connected(scratch_db, tmp_path):
+    assert run_tool(scratch_db, tmp_path, "backup").returncode == 0
+    backend = change_everything(scratch_db, tmp_path)  # its pool stays open, as a running stack's
+    try:
+        changed = snapshot(scratch_db)
+        refused = run_tool(scratch_db, tmp_path, "restore")
+        assert refused.returncode == 1
+        [line] = refused.stderr.strip().splitlines()
+        assert "other connection(s) to the database" in line and "stop the assistant first" in line
+        assert snapshot(scratch_db) == changed
+    finally:
+        backend.db.close()
+    assert run_tool(scratch_db, tmp_path, "restore").returncode == 0
+
+
+def test_restoring_an_older_releases_backup_runs_the_migrations(scratch_db, tmp_path):
+    # The backup of a release before 0005: its table and its ledger row absent.
+    with psycopg2.connect(scratch_db) as conn, conn.cursor() as cur:
+        cur.execute("DROP TABLE otp_deliveries")
+        cur.execute("DELETE FROM schema_migrations WHERE name = '0005_otp_deliveries.sql'")
+    conn.close()
+    assert run_tool(scratch_db, tmp_path, "backup").returncode == 0
+    restored = run_tool(scratch_db, tmp_path, "restore")
+    assert restored.returncode == 0, restored.stderr
+    with psycopg2.connect(scratch_db) as conn, conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('otp_deliveries') IS NOT NULL,"
+                    " EXISTS (SELECT 1 FROM schema_migrations WHERE name = '0005_otp_deliveries.sql')")
+        assert cur.fetchone() == (True, True)
+    conn.close()
+
+
+def test_no_backup_to_restore_says_what_to_do(scratch_db, tmp_path):
+    refused = run_tool(scratch_db, tmp_path, "restore")
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == (f"restore failed: no backup in {tmp_path / 'backups'}: make one with "
+                                      "`make backup`, or name the file (FILE=...)")
