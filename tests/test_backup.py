@@ -194,3 +194,147 @@ def test_no_backup_to_restore_says_what_to_do(scratch_db, tmp_path):
     assert refused.returncode == 1
     assert refused.stderr.strip() == (f"restore failed: no backup in {tmp_path / 'backups'}: make one with "
                                       "`make backup`, or name the file (FILE=...)")
+
+
+# --- deploy/: the nightly off-site backup (k8s/backup-cronjob.yaml, k8s/backup/backup.sh) -------
+
+import shutil  # noqa: E402
+
+from backend import privileges  # noqa: E402
+from test_security_deploy import _denied, _run, roles_db  # noqa: E402,F401  (roles.psql + migration)
+from tools.backup import bin_dir  # noqa: E402
+
+SCRIPT = ROOT / "deploy" / "k8s" / "backup" / "backup.sh"
+
+
+def run_script(step: str, work: Path, **env: str) -> subprocess.CompletedProcess:
+    """backup.sh as the CronJob's containers run it, with PostgreSQL 18's pg_dump on the PATH."""
+    path = f"{bin_dir()}:{os.environ['PATH']}"
+    return subprocess.run(["sh", str(SCRIPT), step], env={"PATH": path, "HOME": str(work), "BACKUP_WORK_DIR": str(work),
+                                                         **env}, capture_output=True, text=True, timeout=300)
+
+
+def test_the_backup_role_dumps_every_table_and_may_change_nothing(roles_db, tmp_path, monkeypatch):
+    import backend.db as db_module
+    from backend.db import Database, migrate
+
+    backup_url = roles_db[privileges.BACKUP]
+    # The privileges themselves, with the role's read-only default turned off (any session may).
+    read_write = psycopg2.extensions.make_dsn(backup_url, options="-c default_transaction_read_only=off")
+    for statement in ("UPDATE citizens SET full_name = 'x'", "DELETE FROM audit_log", "INSERT INTO events"
+                      " (sender_id, type_name) VALUES ('x', 'user')", "CREATE TABLE intruder (x int)",
+                      "TRUNCATE tickets", "SELECT nextval('ticket_number_seq')"):
+        assert _denied(read_write, statement), statement
+    with pytest.raises(psycopg2.errors.ReadOnlySqlTransaction):  # and by default every write stops sooner
+        _run(backup_url, "UPDATE citizens SET full_name = 'x'")
+    assert _run(backup_url, "SELECT count(*) FROM citizens")[0][0] > 0
+
+    # A table a later release adds is readable at once: the migration grants it.
+    migrations = tmp_path / "migrations"
+    shutil.copytree(db_module.MIGRATIONS_DIR, migrations)
+    (migrations / "0999_later.sql").write_text("CREATE TABLE later_table (id serial PRIMARY KEY);")
+    monkeypatch.setattr(db_module, "MIGRATIONS_DIR", migrations)
+    owner = Database(roles_db[privileges.OWNER])
+    try:
+        assert migrate(owner) == ["0999_later.sql"]
+        work = tmp_path / "work"
+        work.mkdir()
+        done = run_script("dump", work, DATABASE_URL=backup_url)
+        assert done.returncode == 0, done.stderr
+    finally:
+        _run(roles_db[privileges.OWNER], "DROP TABLE later_table; DELETE FROM schema_migrations"
+             " WHERE name = '0999_later.sql'")
+        owner.close()
+    [dump] = work.glob("*.dump")
+    assert dump.stat().st_mode & 0o777 == 0o600
+    assert subprocess.run(["sha256sum", "-c", dump.name + ".sha256"], cwd=work, capture_output=True).returncode == 0
+    listing = subprocess.run([str(bin_dir() / "pg_restore"), "--list", str(dump)], capture_output=True, text=True).stdout
+    data = {line.split()[-2] for line in listing.splitlines() if " TABLE DATA public " in line}
+    assert {"citizens", "accounts", "vaccinations", "certificates", "tickets", "audit_log", "later_table"} <= data
+    assert "events" not in data and " TABLE public events " in listing  # the table, not the conversations
+
+
+@pytest.mark.skipif(shutil.which("rclone") is None, reason="rclone not installed (apt-get install rclone)")
+def test_the_upload_is_encrypted_keeps_30_daily_and_12_monthly_and_restores(roles_db, server_url, tmp_path):
+    store = tmp_path / "store"  # the object store: rclone's local backend in place of S3
+    password = subprocess.run(["rclone", "obscure", "a-test-password-for-the-backups"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    rclone = {"RCLONE_CONFIG": str(tmp_path / "rclone.conf"), "RCLONE_CONFIG_OFFSITE_TYPE": "local",
+              "RCLONE_CONFIG_SEALED_TYPE": "crypt", "RCLONE_CONFIG_SEALED_REMOTE": f"offsite:{store}/asisten-vaksin",
+              "RCLONE_CONFIG_SEALED_FILENAME_ENCRYPTION": "off",
+              "RCLONE_CONFIG_SEALED_DIRECTORY_NAME_ENCRYPTION": "false",
+              "RCLONE_CONFIG_SEALED_PASSWORD": password, "BACKUP_REMOTE": "sealed:"}
+    env = {"PATH": os.environ["PATH"], **rclone}
+    # Earlier nights: 35 daily backups and 13 monthly ones, none of this month.
+    old = tmp_path / "old"
+    old.write_bytes(b"an earlier backup")
+    earlier = [f"2025{m:02d}{d:02d}T180000Z.dump" for m in (10, 11) for d in range(1, 19)][:35]
+    for kind, names in (("daily", earlier), ("monthly", [f"2024{m:02d}01T180000Z.dump" for m in range(1, 13)]
+                                             + ["20250101T180000Z.dump"])):
+        for name in names:
+            subprocess.run(["rclone", "copyto", str(old), f"sealed:{kind}/{name}"], env=env, check=True)
+    work = tmp_path / "work"
+    work.mkdir()
+    assert run_script("dump", work, DATABASE_URL=roles_db[privileges.BACKUP]).returncode == 0
+    [dump] = work.glob("*.dump")
+
+    uploaded = run_script("upload", work, **rclone)
+    assert uploaded.returncode == 0, uploaded.stderr + uploaded.stdout
+
+    def listed(kind):
+        return sorted(subprocess.run(["rclone", "lsf", "--include", "*.dump", f"sealed:{kind}/"], env=env,
+                                     capture_output=True, text=True, check=True).stdout.split())
+
+    daily, monthly = listed("daily"), listed("monthly")
+    assert len(daily) == 30 and daily[-1] == dump.name and daily[0] == sorted(earlier)[6]
+    assert len(monthly) == 12 and monthly[-1] == dump.name and monthly[0] == "20240301T180000Z.dump"
+    # What lies in the store is sealed: rclone's encrypted format, no pg_dump archive in sight.
+    raw = (store / "asisten-vaksin" / "daily" / (dump.name + ".bin")).read_bytes()
+    assert raw.startswith(b"RCLONE\x00\x00") and b"PGDMP" not in raw and dump.read_bytes().startswith(b"PGDMP")
+
+    # The restore drill (docs/operations.md): fetched, checked and restored into an empty database.
+    fetched = tmp_path / "fetched"
+    for suffix in ("", ".sha256"):
+        subprocess.run(["rclone", "copyto", f"sealed:daily/{dump.name}{suffix}", f"{fetched}/{dump.name}{suffix}"],
+                       env=env, check=True)
+    assert subprocess.run(["sha256sum", "-c", dump.name + ".sha256"], cwd=fetched, capture_output=True).returncode == 0
+    name = f"vaksin_drill_{os.getpid()}"
+    admin = psycopg2.connect(server_url)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        drill = psycopg2.extensions.make_dsn(server_url, dbname=name)
+        restored = subprocess.run([str(bin_dir() / "pg_restore"), "--no-owner", "--no-acl", "--exit-on-error",
+                                   "--single-transaction", "--dbname", drill, str(fetched / dump.name)],
+                                  capture_output=True, text=True)
+        assert restored.returncode == 0, restored.stderr
+        count = "SELECT (SELECT count(*) FROM citizens), (SELECT count(*) FROM vaccinations)"
+        assert _run(drill, count) == _run(roles_db["superuser"], count)
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        admin.close()
+
+
+def test_deploy_check_finds_a_backup_job_without_the_backup_role(capsys):
+    from test_security_deploy import _deploy_check
+
+    check, objects, _, copy = _deploy_check()
+
+    def failures(objs):
+        check.passed.clear()
+        check.failed.clear()
+        check.check_backup(objs)
+        return list(check.failed)
+
+    assert failures(objects) == []
+    borrowed = copy(objects)
+    dump = check._pod_spec(borrowed, "CronJob", "backup")["initContainers"][0]
+    next(e for e in dump["env"] if e["name"] == "DB_USER")["value"] = "vaksin_owner"
+    next(e for e in dump["env"] if e["name"] == "DB_PASSWORD")["valueFrom"]["secretKeyRef"]["key"] = "DB_OWNER_PASSWORD"
+    assert failures(borrowed) == ["k8s backup: pg_dump connects as vaksin_backup, which only reads"]
+    gone = copy(objects)
+    del gone[("CronJob", "backup")]
+    assert failures(gone) == ["k8s: the backup CronJob exists, is applied, runs nightly and never twice at once"]
