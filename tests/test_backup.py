@@ -338,3 +338,29 @@ def test_deploy_check_finds_a_backup_job_without_the_backup_role(capsys):
     gone = copy(objects)
     del gone[("CronJob", "backup")]
     assert failures(gone) == ["k8s: the backup CronJob exists, is applied, runs nightly and never twice at once"]
+
+
+def test_the_nightly_dump_restores_with_tools_backup_and_every_role_works_after(roles_db, tmp_path):
+    """The Kubernetes restore (docs/operations.md): the backup role's dump put back by
+    tools/backup.py as the superuser; owners and grants come back, and so do the services."""
+    work = tmp_path / "work"
+    work.mkdir()
+    assert run_script("dump", work, DATABASE_URL=roles_db[privileges.BACKUP]).returncode == 0
+    [dump] = work.glob("*.dump")
+    count = "SELECT (SELECT count(*) FROM citizens), (SELECT count(*) FROM audit_log)"
+    before = _run(roles_db["superuser"], count)
+    _run(roles_db[privileges.OWNER], "DELETE FROM ticket_notes; DELETE FROM tickets; DELETE FROM audit_log")
+    _run(roles_db["superuser"], "INSERT INTO events (sender_id, type_name, timestamp, data)"
+         " VALUES ('drill', 'user', 1, '{}')")
+
+    restored = run_tool(roles_db["superuser"], tmp_path, "restore", str(dump))
+    assert restored.returncode == 0, restored.stderr
+    assert _run(roles_db["superuser"], count) == before
+    assert _run(roles_db["superuser"], "SELECT count(*) FROM events")[0][0] == 0  # not in the nightly dump
+    owners = _run(roles_db["superuser"], "SELECT DISTINCT pg_get_userbyid(relowner) FROM pg_class c"
+                  " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public'")
+    assert owners == [(privileges.OWNER,)]
+    assert _run(roles_db[privileges.ACTIONS], "SELECT count(*) FROM citizens")[0][0] == before[0][0]
+    assert _denied(roles_db[privileges.RASA], "SELECT * FROM citizens")
+    assert _run(roles_db[privileges.RASA], "INSERT INTO events (sender_id, type_name) VALUES ('x', 'user')") == 1
+    assert _denied(roles_db[privileges.ACTIONS], "CREATE TABLE intruder (x int)")
