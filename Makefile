@@ -104,3 +104,13 @@ nlu-report: install $(MODEL)
 
 clean:
 	rm -rf models results .rasa
+
+# The database (DATABASE_URL or the embedded one) to var/backups/<UTC time>.dump, mode 0600,
+# with its sha256; `make restore` puts the newest back (FILE=... another), then migrates.
+# Stop `make run` / `make serve` before a restore (docs/operations.md).
+.PHONY: backup restore
+backup: install
+	@$(PY) -m tools.backup backup
+
+restore: install
+	@$(PY) -m tools.backup restore $(FILE)

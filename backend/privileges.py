@@ -18,6 +18,7 @@ OWNER = "vaksin_owner"
 ACTIONS = "vaksin_actions"
 RASA = "vaksin_rasa"
 RETENTION = "vaksin_retention"
+BACKUP = "vaksin_backup"
 
 GRANTS: dict[str, dict[str, str]] = {
     # The action server: backend/repository.py, otp.py, tickets.py (actions/).
@@ -51,7 +52,13 @@ GRANTS: dict[str, dict[str, str]] = {
     RETENTION: {table: "SELECT, DELETE" for table in
                 ("events", "otp_challenges", "otp_deliveries", "auth_sessions", "certificate_links",
                  "whatsapp_seen_messages")},
+    # The nightly backup (deploy/k8s/backup-cronjob.yaml, pg_dump): reads every table and
+    # sequence, writes nothing (READ_ALL below; roles.psql also makes its transactions read-only).
+    BACKUP: {},
 }
+# Roles given SELECT on every table and sequence of the schema after each migration, so that a
+# table added later is in the next dump without a change here.
+READ_ALL = (BACKUP,)
 # Sequences used by name (nextval); those behind serial columns follow INSERT automatically.
 SEQUENCES: dict[str, tuple[str, ...]] = {ACTIONS: ("ticket_number_seq",)}
 
@@ -77,4 +84,7 @@ def apply_grants(cur) -> list[str]:
                     cur.execute(sql.SQL("GRANT USAGE ON SEQUENCE {} TO {}").format(sql.SQL(row["s"]), who))
         for sequence in SEQUENCES.get(role, ()):
             cur.execute(sql.SQL("GRANT USAGE ON SEQUENCE {} TO {}").format(sql.Identifier(sequence), who))
+        if role in READ_ALL:
+            cur.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(who))
+            cur.execute(sql.SQL("GRANT SELECT ON ALL SEQUENCES IN SCHEMA public TO {}").format(who))
     return existing

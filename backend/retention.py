@@ -1,9 +1,11 @@
 """The retention job (`make purge`): deletes what is no longer needed after RETENTION_DAYS.
 
-Deleted: conversations (Rasa's tracker events) whose last event is older than that, OTP
-challenges, OTP codes still queued for delivery after their expiry (whatever their age), ended or expired verified sessions, expired certificate links, and seen
-WhatsApp message ids. Kept: citizens' records, tickets and the audit log, which are the
-service's own records rather than conversation data.
+Deleted: every conversation event (Rasa's tracker events) older than that, whatever the
+conversation's last event (the start of a session still going on excepted), OTP challenges,
+OTP codes still queued for delivery after their expiry (whatever their age), ended or expired
+verified sessions, expired certificate links, and seen WhatsApp message ids. Kept: citizens'
+records, tickets and the audit log, which are the service's own records rather than
+conversation data.
 """
 
 from __future__ import annotations
@@ -20,12 +22,11 @@ from .db import Database
 
 log = logging.getLogger(__name__)
 
-# Rows (or conversations) per transaction: each batch is short, so the job never holds locks or
-# a transaction open for long, and whatever it has deleted stays deleted if it stops halfway.
+# Rows per transaction: each batch is short, so the job never holds locks or a transaction
+# open for long, and whatever it has deleted stays deleted if it stops halfway.
 BATCH = 5000
-CONVERSATIONS_PER_BATCH = 500
-# A nightly batch job, not a citizen's turn: the scan for old conversations reads all of Rasa's
-# events, which takes far longer than the 3 s the services allow a statement.
+# A nightly batch job, not a citizen's turn: finding the sessions still going on reads a day of
+# Rasa's events, which may take longer than the 3 s the services allow a statement.
 STATEMENT_TIMEOUT_MS = 30 * 60 * 1000
 
 # (table, SQL condition on rows to delete, with %(cutoff)s); tables created by other parts
@@ -59,7 +60,7 @@ def purge(db: Database, retention_days: int, now: datetime | None = None) -> dic
     cutoff = now - timedelta(days=retention_days)
     deleted: dict[str, int] = {}
     failed: dict[str, str] = {}
-    jobs = {"events": _purge_conversations}
+    jobs = {"events": _purge_events}
     jobs.update({table: partial(_purge_rows, table=table, condition=condition, now=now)
                  for table, condition in RULES})
     for table, job in jobs.items():
@@ -90,24 +91,43 @@ def _purge_rows(db: Database, cutoff: datetime, *, table: str, condition: str, n
             return total
 
 
-def _purge_conversations(db: Database, cutoff: datetime) -> int:
-    """Rasa's events of conversations whose last event is older than the cutoff, a batch of
-    conversations at a time (through the index on sender_id). Only events older than the cutoff
-    go: a citizen who writes again while the job runs keeps what they wrote."""
+def _purge_events(db: Database, cutoff: datetime) -> int:
+    """Rasa's events older than the cutoff, whatever the conversation's last event: a citizen
+    who keeps writing keeps only the last RETENTION_DAYS. Oldest first, BATCH rows per short
+    transaction (through the index on the time, migration 0006), so that no lock or transaction
+    is held for long. Events newer than the cutoff, a citizen's new messages included, are
+    never touched.
+
+    Kept past the cutoff: the start of a session still going on (its `action_session_start` and
+    `session_started`, which hold no message), so that Rasa reads the conversation from that
+    session's start as before (backend/tracker_store.py) and the conversation carries on."""
     epoch = cutoff.timestamp()
-    senders = _old_conversations(db, epoch)
+    keep = _open_session_starts(db, epoch)
+    statement = ("DELETE FROM events WHERE id IN (SELECT id FROM events WHERE timestamp < %(epoch)s"
+                 " AND id <> ALL(%(keep)s) ORDER BY timestamp LIMIT %(batch)s)")
     total = 0
-    for start in range(0, len(senders), CONVERSATIONS_PER_BATCH):
-        batch = senders[start:start + CONVERSATIONS_PER_BATCH]
-        total += db.run(lambda cur: (cur.execute(
-            "DELETE FROM events WHERE sender_id = ANY(%s) AND timestamp < %s", (batch, epoch)), cur.rowcount)[1])
-    return total
+    while True:
+        count = db.run(lambda cur: (cur.execute(statement, {"epoch": epoch, "keep": keep, "batch": BATCH}),
+                                    cur.rowcount)[1])
+        total += count
+        if count < BATCH:
+            return total
 
 
-def _old_conversations(db: Database, epoch: float) -> list[str]:
+def _open_session_starts(db: Database, epoch: float) -> list[int]:
+    """The ids of the session-start events of sessions begun before the cutoff that have events
+    after it (and no later session start): at most two rows per such conversation."""
     rows = db.run(lambda cur: (cur.execute(
-        "SELECT sender_id FROM events GROUP BY sender_id HAVING max(timestamp) < %s", (epoch,)), cur.fetchall())[1])
-    return [row["sender_id"] for row in rows]
+        "WITH latest AS (SELECT DISTINCT ON (sender_id) id, sender_id FROM events"
+        "   WHERE timestamp < %(epoch)s AND type_name = 'session_started'"
+        "   ORDER BY sender_id, timestamp DESC, id DESC)"
+        " SELECT l.id, a.id AS action_id FROM latest l"
+        " LEFT JOIN LATERAL (SELECT id FROM events WHERE sender_id = l.sender_id AND id < l.id"
+        "   AND type_name = 'action' AND action_name = 'action_session_start' ORDER BY id DESC LIMIT 1) a ON true"
+        " WHERE EXISTS (SELECT 1 FROM events n WHERE n.sender_id = l.sender_id AND n.timestamp >= %(epoch)s)"
+        " AND NOT EXISTS (SELECT 1 FROM events n WHERE n.sender_id = l.sender_id AND n.timestamp >= %(epoch)s"
+        "   AND n.type_name = 'session_started')", {"epoch": epoch}), cur.fetchall())[1])
+    return [i for row in rows for i in (row["id"], row["action_id"]) if i is not None]
 
 
 def main() -> None:

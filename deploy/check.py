@@ -13,7 +13,9 @@
 - the Ingress and the compose edge expose exactly the WhatsApp webhook and the certificates;
 - no workload connects as the PostgreSQL superuser or the schema's owner but the migration;
   each service connects as its own role (backend/privileges.py) with that role's password;
-- the Dockerfile copies what the commands and the configuration import.
+- the Dockerfile copies what the commands and the configuration import;
+- a nightly backup CronJob dumps as the read-only backup role, with the server's own major
+  version of pg_dump, and uploads encrypted off-site, keeping 30 daily and 12 monthly.
 
 Prints one line per check and `N passed, N failed`; exit status 1 when anything failed.
 """
@@ -83,7 +85,8 @@ DB_ROLES = {("Deployment", "actions", "migrate"): ("vaksin_owner", "DB_OWNER_PAS
             ("Deployment", "actions", "actions"): ("vaksin_actions", "DB_ACTIONS_PASSWORD"),
             ("Deployment", "rasa", "wait-for-schema"): ("vaksin_rasa", "DB_RASA_PASSWORD"),
             ("Deployment", "rasa", "rasa"): ("vaksin_rasa", "DB_RASA_PASSWORD"),
-            ("CronJob", "retention", "retention"): ("vaksin_retention", "DB_RETENTION_PASSWORD")}
+            ("CronJob", "retention", "retention"): ("vaksin_retention", "DB_RETENTION_PASSWORD"),
+            ("CronJob", "backup", "dump"): ("vaksin_backup", "DB_BACKUP_PASSWORD")}
 COMPOSE_DB_ROLES = {"migrate": "vaksin_owner", "actions": "vaksin_actions", "rasa": "vaksin_rasa",
                     "retention": "vaksin_retention"}
 PRIVILEGED_KEYS = {"POSTGRES_PASSWORD", "DB_OWNER_PASSWORD"}
@@ -509,6 +512,53 @@ def _requires_password(args: list[str], reference: str) -> bool:
         and args[args.index("--requirepass") + 1].startswith(reference)
 
 
+def check_backup(objects: dict) -> None:
+    """The nightly off-site backup (k8s/backup-cronjob.yaml, k8s/backup/backup.sh)."""
+    sys.path.insert(0, str(ROOT))
+    from backend import privileges
+
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    job = objects.get(("CronJob", "backup"))
+    check("k8s: the backup CronJob exists, is applied, runs nightly and never twice at once",
+          job is not None and "backup-cronjob.yaml" in kustomization["resources"]
+          and job["spec"].get("concurrencyPolicy") == "Forbid" and len(job["spec"]["schedule"].split()) == 5)
+    if job is None:
+        return
+    spec = _pod_spec(objects, "CronJob", "backup")
+    dump = next((c for c in spec.get("initContainers", []) if c["name"] == "dump"), {})
+    upload = next((c for c in spec.get("containers", []) if c["name"] == "upload"), {})
+    values, secrets = k8s_env(objects, dump)
+    user = _url_user(_expand(values.get("DATABASE_URL") or "", values))
+    check(f"k8s backup: pg_dump connects as {privileges.BACKUP}, which only reads",
+          user == privileges.BACKUP and secrets.get("DB_PASSWORD", {}).get("key") == "DB_BACKUP_PASSWORD"
+          and privileges.BACKUP in privileges.READ_ALL and privileges.GRANTS.get(privileges.BACKUP) == {}
+          and f"ALTER ROLE {privileges.BACKUP} SET default_transaction_read_only = on"
+          in (K8S / "postgres" / "roles.psql").read_text(), f"{user} with {secrets.get('DB_PASSWORD')}")
+    server = k8s_container(objects, "StatefulSet", "postgres")["image"] if ("StatefulSet", "postgres") in objects else None
+    check("k8s backup: pg_dump is the server's major version (the same postgres image)",
+          dump.get("image") == server or server is None, f"{dump.get('image')} vs {server}")
+    _, upload_secrets = k8s_env(objects, upload)
+    sealed = upload_secrets.get("RCLONE_CONFIG_SEALED_PASSWORD", {})
+    check("k8s backup: uploaded encrypted (rclone crypt) with a password from the Secret, not optional",
+          {e.get("name"): e.get("value") for e in upload.get("env", [])}.get("RCLONE_CONFIG_SEALED_TYPE") == "crypt"
+          and sealed.get("key") == "BACKUP_ENCRYPTION_PASSWORD" and not sealed.get("optional")
+          and all(k in upload_secrets for k in ("RCLONE_CONFIG_OFFSITE_ACCESS_KEY_ID",
+                                                "RCLONE_CONFIG_OFFSITE_SECRET_ACCESS_KEY")))
+    script = (K8S / "backup" / "backup.sh").read_text()
+    generated = {f for g in kustomization.get("configMapGenerator", []) if g["name"] == "backup-scripts"
+                 for f in g["files"]}
+    check("k8s backup: dump then upload, 30 daily and 12 monthly kept, the script mounted from kustomize",
+          dump.get("command") == ["sh", "/scripts/backup.sh", "dump"]
+          and upload.get("command") == ["sh", "/scripts/backup.sh", "upload"]
+          and "KEEP_DAILY=${BACKUP_KEEP_DAILY:-30}" in script and "KEEP_MONTHLY=${BACKUP_KEEP_MONTHLY:-12}" in script
+          and "backup/backup.sh" in generated)
+    check("k8s backup: conversation events left out of the dump (kept RETENTION_DAYS only)",
+          "--exclude-table-data=events" in script)
+    policy = objects[("NetworkPolicy", "postgres")]["spec"]["ingress"][0]["from"]
+    check("k8s backup: the NetworkPolicy lets the backup reach PostgreSQL",
+          any(f.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name") == "backup" for f in policy))
+
+
 def check_image(copies: list[str]) -> None:
     copied = {c.rstrip("/") for c in copies}
     needed = {"requirements.txt", "requirements.lock", "endpoints.yml", "credentials.yml", "logging.yml",
@@ -573,6 +623,7 @@ def main() -> int:
     check_env(objects, compose, image_env)
     used = check_topology(objects, compose, cmd)
     check_database_roles(objects, compose)
+    check_backup(objects)
     check_image(copies)
     if not args.fast:
         check_routes(used)

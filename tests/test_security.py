@@ -140,36 +140,35 @@ def test_purge_goes_in_batches_and_keeps_what_a_returning_citizen_wrote(backend,
     from conftest import make_store
 
     monkeypatch.setattr(retention, "BATCH", 2)
-    monkeypatch.setattr(retention, "CONVERSATIONS_PER_BATCH", 2)
     for n in range(5):
         backend.otp.request(f"old-{n}", f"+628123456700{n + 1}")
     store = make_store(database_url)
     old, new = clock().timestamp(), clock().timestamp() + 31 * 24 * 3600
     conversations = {f"retention-old-{n}": [old, old + 1] for n in range(5)}
-    conversations["retention-returning"] = [old, new]  # wrote again after a month: all of it kept
+    conversations["retention-returning"] = [old, new]  # wrote again after a month: the old event goes
     for sender, stamps in conversations.items():
         tracker = DialogueStateTracker.from_events(sender, [UserUttered("halo", timestamp=t) for t in stamps])
         asyncio.run(store.save(tracker))
     clock.advance(31 * 24 * 3600)
 
-    find_old = retention._old_conversations
+    find_open = retention._open_session_starts
 
-    def citizen_writes_right_after_the_scan(db, epoch):
-        found = find_old(db, epoch)
+    def citizen_writes_when_the_job_starts(db, epoch):
+        found = find_open(db, epoch)
         tracker = asyncio.run(store.retrieve("retention-old-0"))
         tracker.update(UserUttered("saya kembali", timestamp=new))
         asyncio.run(store.save(tracker))
         return found
 
-    monkeypatch.setattr(retention, "_old_conversations", citizen_writes_right_after_the_scan)
+    monkeypatch.setattr(retention, "_open_session_starts", citizen_writes_when_the_job_starts)
     deleted = purge(backend.db, 30, now=clock())
     store.dispose()
     assert deleted["otp_challenges"] == 5  # three batches of at most 2
-    assert deleted["events"] == 10  # the old events of five conversations, three batches
+    assert deleted["events"] == 11  # every old event, in six batches of at most 2
     left = backend.db.run(lambda cur: (cur.execute(
         "SELECT sender_id, count(*) AS n FROM events WHERE sender_id LIKE 'retention-%%' GROUP BY sender_id"
         " ORDER BY sender_id"), cur.fetchall())[1])
-    assert [(r["sender_id"], r["n"]) for r in left] == [("retention-old-0", 1), ("retention-returning", 2)]
+    assert [(r["sender_id"], r["n"]) for r in left] == [("retention-old-0", 1), ("retention-returning", 1)]
 
 
 def test_a_failing_rule_does_not_stop_the_others_and_fails_the_job(backend, database_url, clock, monkeypatch, caplog):
