@@ -94,7 +94,7 @@ def _purge_rows(db: Database, cutoff: datetime, *, table: str, condition: str, n
 def _purge_events(db: Database, cutoff: datetime) -> int:
     """Rasa's events older than the cutoff, whatever the conversation's last event: a citizen
     who keeps writing keeps only the last RETENTION_DAYS. Oldest first, BATCH rows per short
-    transaction (through the index on the time, migration 0006), so that no lock or transaction
+    transaction (through the index on the time, migration 0007), so that no lock or transaction
     is held for long. Events newer than the cutoff, a citizen's new messages included, are
     never touched.
 

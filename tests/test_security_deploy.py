@@ -268,7 +268,7 @@ def test_the_migrations_events_table_is_the_one_rasa_would_create(roles_db, serv
         describe = ("SELECT column_name, data_type, character_maximum_length, is_nullable,"
                     " replace(column_default, 'events_id_seq', 'SEQ') FROM information_schema.columns"
                     " WHERE table_name = 'events' ORDER BY ordinal_position")
-        # Rasa's index, and ours on the time for the retention job (migration 0006) besides.
+        # Rasa's index, and ours on the time for the retention job (migration 0007) besides.
         indexes = ("SELECT indexname, replace(indexdef, 'public.', '') FROM pg_indexes WHERE tablename = 'events'"
                    " AND indexname <> 'ix_events_timestamp' ORDER BY 1")
         assert _run(roles_db["superuser"], describe) == _run(rasa_url, describe)
