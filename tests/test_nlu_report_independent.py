@@ -130,6 +130,19 @@ def test_summary_of_a_held_out_set_carries_the_family_and_intent_tables(tmp_path
     assert "per_family" not in nlu_report.held_out_summary(plain, tmp_path)
 
 
+def test_thresholds_chosen_on_cv_are_checked_on_both_held_out_files():
+    cv = [record("greet", "greet", None), record("thank", "thank", None)]  # right at 0.9: no fallback needed
+    summary, tables = nlu_report.thresholds_summary(
+        cv, {"heldout": [record("greet", "greet", None)],
+             "independent": [record("greet", "greet", "plain"), record("report_problem", "faq", "complaint_story")]})
+    assert (summary["chosen_on_cv"]["threshold"], summary["chosen_on_cv"]["ambiguity_threshold"]) == (0.0, 0.0)
+    assert summary["same_on_heldout"]["misrouted"] == 0
+    assert (summary["same_on_independent"]["threshold"], summary["same_on_independent"]["misrouted"]) == (0.0, 1)
+    assert summary["independent_figures_with_chosen"]["accuracy"] == 0.5
+    assert set(tables) == {"cv", "heldout", "independent"}
+    assert len(tables["independent"]) == len(nlu_report.FALLBACK_GRID) * len(nlu_report.AMBIGUITY_GRID)
+
+
 def test_family_of_reads_the_metadata_rasa_keeps(independent):
     first = independent.intent_examples[0]
     assert nlu_report.family_of(first) in nlu_report.FAMILIES

@@ -363,6 +363,21 @@ def print_block(title: str, figures: dict, entities: dict, responses: dict, dose
               f"the synonym-mapped value is 1/2/3 as annotated)")
 
 
+def thresholds_summary(cv_records: list[dict], predictions: dict[str, list[dict]]) -> tuple[dict, dict]:
+    """Thresholds chosen on the out-of-fold predictions, then checked on each held-out file."""
+    table = threshold_costs(cv_records)
+    chosen = choose_thresholds(table)
+    pair = (chosen["threshold"], chosen["ambiguity_threshold"])
+    summary = {"chosen_on_cv": chosen}
+    tables = {"cv": table}
+    for name, records in predictions.items():
+        tables[name] = threshold_costs(records)
+        summary[f"same_on_{name}"] = next(row for row in tables[name]
+                                          if (row["threshold"], row["ambiguity_threshold"]) == pair)
+        summary[f"{name}_figures_with_chosen"] = intent_figures(apply_thresholds(records, *pair), "predicted_with")
+    return summary, tables
+
+
 def held_out_summary(records: list[dict], report_dir: Path) -> dict:
     summary = {**intent_figures(records), **response_figures(records), **dose_values(records),
                "entities": entity_figures(report_dir), "per_intent": per_intent_figures(records)}
@@ -461,10 +476,9 @@ def main(argv: list[str] | None = None) -> int:
         summary["training_seconds"] = round(time.monotonic() - started)
 
     predictions = asyncio.run(held_out(model, files, args.out))
-    records = predictions["heldout"]
-    for name, recs in predictions.items():
-        summary[name] = held_out_summary(recs, args.out / name)
-        (args.out / f"predictions-{name}.json").write_text(json.dumps(recs, indent=1, ensure_ascii=False))
+    for name, records in predictions.items():
+        summary[name] = held_out_summary(records, args.out / name)
+        (args.out / f"predictions-{name}.json").write_text(json.dumps(records, indent=1, ensure_ascii=False))
 
     if not args.no_cv:
         cv_records = asyncio.run(cross_validation(args.config, args.data, args.out, args.folds, args.seed))
@@ -472,22 +486,8 @@ def main(argv: list[str] | None = None) -> int:
         summary["cv"] = {**intent_figures(cv_records), **response_figures(cv_records), **dose_values(cv_records),
                          "entities": entity_figures(args.out / "cv"),
                          "confidences": confidence_summary(cv_records), "errors": errors_of(cv_records)}
-        # Thresholds are chosen on the out-of-fold predictions and then checked on the held-out files.
-        table = threshold_costs(cv_records)
-        chosen = choose_thresholds(table)
-        pair = (chosen["threshold"], chosen["ambiguity_threshold"])
-        tables = {name: {(row["threshold"], row["ambiguity_threshold"]): row for row in threshold_costs(recs)}
-                  for name, recs in predictions.items()}
-        summary["thresholds"] = {
-            "chosen_on_cv": chosen,
-            "same_on_heldout": tables["heldout"][pair],
-            "heldout_figures_with_chosen": intent_figures(apply_thresholds(records, *pair), "predicted_with"),
-            "same_on_independent": tables["independent"][pair],
-            "independent_figures_with_chosen": intent_figures(
-                apply_thresholds(predictions["independent"], *pair), "predicted_with"),
-        }
-        (args.out / "thresholds.json").write_text(json.dumps(
-            {"cv": table, **{name: list(t.values()) for name, t in tables.items()}}, indent=1))
+        summary["thresholds"], tables = thresholds_summary(cv_records, predictions)
+        (args.out / "thresholds.json").write_text(json.dumps(tables, indent=1))
 
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False))
 
