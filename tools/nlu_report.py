@@ -1,12 +1,17 @@
-"""Measures the NLU: the held-out test set, a seeded 5-fold cross-validation, and the thresholds.
+"""Measures the NLU: the held-out test sets, a seeded 5-fold cross-validation, and the thresholds.
 
     python -m tools.nlu_report                      # what `make nlu-report` runs
-    python -m tools.nlu_report --no-cv              # held-out only (about a minute)
+    python -m tools.nlu_report --heldout-only       # both held-out files, no CV (a minute or two)
     python -m tools.nlu_report --config /tmp/x.yml --train /tmp/nluexp/x --out /tmp/nluexp/x/results
                                                     # an experiment: train a scratch model first
 
+Two held-out files: tests/nlu/test_nlu.yml (written with the training data) and
+tests/nlu/test_nlu_independent.yml (written by someone who never read data/nlu, issue 20; each
+example names its family in metadata, reported per family). Neither may share a line with training.
+
 Writes under --out (default results/nlu/):
   heldout/    what `rasa test nlu` writes for tests/nlu/test_nlu.yml (reports, errors, plots)
+  independent/ the same for tests/nlu/test_nlu_independent.yml; predictions-independent.json
   cv/         the same reports for the out-of-fold predictions of the cross-validation
   summary.json, predictions-heldout.json, predictions-cv.json, thresholds.json
 
@@ -42,6 +47,10 @@ OUT_OF_SCOPE = "out_of_scope"
 GOAL_INTENT = 0.95  # intent accuracy and macro F1
 GOAL_ENTITY = 0.95  # F1 of each of KEY_ENTITIES
 GOAL_OUT_OF_SCOPE = 0.90  # out-of-scope messages to out_of_scope or the fallback
+GOAL_INDEPENDENT_INTENT = 0.93  # intent accuracy and macro F1 on the independent file (issue 20)
+# The families of the independent file (metadata.family of each example, issue 20).
+FAMILIES = ("plain", "slang_typo", "regional", "complaint_story", "near_domain_oos", "long_polite",
+            "cost", "data_plus_intent", "short_menu_answer", "english", "code_mixed")
 KEY_ENTITIES = ("nik", "phone_number", "otp_code", "dose")
 # Threshold grid searched on the out-of-fold predictions.
 FALLBACK_GRID = [round(0.05 * i, 2) for i in range(0, 19)]
@@ -67,6 +76,12 @@ def check_independent(train, test) -> list[str]:
     return [m.get("text") for m in test.nlu_examples if normalised(m.get("text")) in seen]
 
 
+def family_of(message) -> str | None:
+    """The family an example of the independent file names (Rasa keeps example metadata there)."""
+    metadata = message.get("metadata") or {}
+    return (metadata.get("example") or {}).get("family")
+
+
 # --- predictions --------------------------------------------------------------------------------
 
 async def predict(processor, data) -> list[dict]:
@@ -83,6 +98,7 @@ async def predict(processor, data) -> list[dict]:
             "text": example.get("text"),
             "target": example.get("intent"),
             "target_response": example.get_full_intent() if example.get("intent") == "faq" else None,
+            "family": family_of(example),
             "predicted": parsed["intent"]["name"],
             "ranking": ranking[:5],
             "predicted_response": selector.get("intent_response_key"),
@@ -173,7 +189,52 @@ def entity_figures(report_dir: Path) -> dict:
 
 def errors_of(records: list[dict]) -> list[dict]:
     return [{"text": r["text"], "target": r["target"], "predicted": r["predicted"],
-             "top": r["ranking"][:2]} for r in records if r["predicted"] != r["target"]]
+             "top": r["ranking"][:2], **({"family": r["family"]} if r.get("family") else {})}
+            for r in records if r["predicted"] != r["target"]]
+
+
+def answered_right(record: dict) -> bool:
+    """The intent, and for a faq question also the topic the answer is chosen by."""
+    return record["predicted"] == record["target"] and (
+        not record.get("target_response") or record.get("predicted_response") == record["target_response"])
+
+
+def family_figures(records: list[dict]) -> dict:
+    """Per family: intent accuracy (the file's convention), and answered right (FAQ topic too)."""
+    table: dict = {}
+    for r in records:
+        row = table.setdefault(r.get("family") or "-", {"examples": 0, "right": 0, "answered_right": 0})
+        row["examples"] += 1
+        row["right"] += r["predicted"] == r["target"]
+        row["answered_right"] += answered_right(r)
+    return {family: {"examples": row["examples"], "accuracy": round(row["right"] / row["examples"], 4),
+                     "answered_right": round(row["answered_right"] / row["examples"], 4)}
+            for family, row in sorted(table.items(), key=lambda item: -item[1]["examples"])}
+
+
+def per_intent_figures(records: list[dict]) -> dict:
+    """Per true intent: precision, recall, F1 (same conventions as intent_figures); per FAQ topic:
+    how many reach faq with that topic."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    targets = [r["target"] for r in records]
+    predicted = [r["predicted"] for r in records]
+    labels = sorted(set(targets))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        targets, predicted, labels=labels, zero_division=0)
+    intents = {label: {"examples": int(n), "precision": round(float(p), 4), "recall": round(float(r), 4),
+                       "f1": round(float(f), 4)}
+               for label, p, r, f, n in zip(labels, precision, recall, f1, support)}
+    topics: dict = {}
+    for r in records:
+        if r.get("target_response"):
+            row = topics.setdefault(r["target_response"], {"examples": 0, "right": 0})
+            row["examples"] += 1
+            row["right"] += answered_right(r)
+    return {"intents": intents,
+            "faq_topics": {topic: {"examples": row["examples"],
+                                   "answered_right": round(row["right"] / row["examples"], 4)}
+                           for topic, row in sorted(topics.items())}}
 
 
 # --- thresholds ---------------------------------------------------------------------------------
@@ -236,14 +297,16 @@ def train(config: Path, data: Path, out: Path, name: str) -> Path:
     return Path(model)
 
 
-async def held_out(model: Path, test_file: Path, out: Path) -> list[dict]:
+async def held_out(model: Path, test_files: dict[str, Path], out: Path) -> dict[str, list[dict]]:
+    """Each held-out file against the model: Rasa's reports in out/<name>, our records returned."""
     from rasa.core.agent import Agent
 
-    # The evaluation a tester runs by hand; its reports land in out/heldout.
-    subprocess.run([str(RASA), "test", "nlu", "--model", str(model), "--nlu", str(test_file),
-                    "--out", str(out / "heldout"), "--successes", "--quiet"], check=True, cwd=ROOT)
+    for name, test_file in test_files.items():
+        # The evaluation a tester runs by hand; its reports land in out/<name>.
+        subprocess.run([str(RASA), "test", "nlu", "--model", str(model), "--nlu", str(test_file),
+                        "--out", str(out / name), "--successes", "--quiet"], check=True, cwd=ROOT)
     processor = Agent.load(str(model)).processor
-    return await predict(processor, load_nlu(test_file))
+    return {name: await predict(processor, load_nlu(test_file)) for name, test_file in test_files.items()}
 
 
 async def cross_validation(config: Path, data_path: Path, out: Path, folds: int, seed: int) -> list[dict]:
@@ -300,19 +363,91 @@ def print_block(title: str, figures: dict, entities: dict, responses: dict, dose
               f"the synonym-mapped value is 1/2/3 as annotated)")
 
 
-def main() -> int:
+def thresholds_summary(cv_records: list[dict], predictions: dict[str, list[dict]]) -> tuple[dict, dict]:
+    """Thresholds chosen on the out-of-fold predictions, then checked on each held-out file."""
+    table = threshold_costs(cv_records)
+    chosen = choose_thresholds(table)
+    pair = (chosen["threshold"], chosen["ambiguity_threshold"])
+    summary = {"chosen_on_cv": chosen}
+    tables = {"cv": table}
+    for name, records in predictions.items():
+        tables[name] = threshold_costs(records)
+        summary[f"same_on_{name}"] = next(row for row in tables[name]
+                                          if (row["threshold"], row["ambiguity_threshold"]) == pair)
+        summary[f"{name}_figures_with_chosen"] = intent_figures(apply_thresholds(records, *pair), "predicted_with")
+    return summary, tables
+
+
+def held_out_summary(records: list[dict], report_dir: Path) -> dict:
+    summary = {**intent_figures(records), **response_figures(records), **dose_values(records),
+               "entities": entity_figures(report_dir), "per_intent": per_intent_figures(records)}
+    if any(r.get("family") for r in records):
+        summary["per_family"] = family_figures(records)
+    return {**summary, "confidences": confidence_summary(records), "errors": errors_of(records)}
+
+
+def print_tables(h: dict) -> None:
+    if "per_family" in h:
+        print("  per family                  messages  accuracy  answered right (FAQ topic too)")
+        for family, row in h["per_family"].items():
+            print(f"    {family:<26} {row['examples']:>6}    {row['accuracy']:.3f}     {row['answered_right']:.3f}")
+    print("  per intent                  messages  precision  recall   F1")
+    for intent, row in h["per_intent"]["intents"].items():
+        print(f"    {intent:<26} {row['examples']:>6}    {row['precision']:.3f}      {row['recall']:.3f}    {row['f1']:.3f}")
+    if h["per_intent"]["faq_topics"]:
+        print("  per FAQ topic                            messages  answered right")
+        for topic, row in h["per_intent"]["faq_topics"].items():
+            print(f"    {topic:<40} {row['examples']:>3}    {row['answered_right']:.3f}")
+
+
+def print_errors(h: dict) -> None:
+    print("  misclassified: " + ("none" if not h["errors"] else ""))
+    for e in h["errors"]:
+        family = f"[{e['family']}] " if e.get("family") else ""
+        print(f"    {e['target']:>26} -> {e['predicted']:<26} {family}{e['text'].strip()}")
+
+
+def print_goals(title: str, h: dict, goal_intent: float) -> None:
+    print(f"\nGoals on {title}:")
+    entity = next(iter(h["entities"].values()), {"per_entity": {}})["per_entity"]
+    for label, value, goal in [("intent accuracy", h["accuracy"], goal_intent),
+                               ("intent macro F1", h["macro_f1"], goal_intent),
+                               ("out of scope routed", h["out_of_scope_routed"], GOAL_OUT_OF_SCOPE)] + \
+                              [(f"entity F1 {name}", entity.get(name, {}).get("f1"), GOAL_ENTITY)
+                               for name in KEY_ENTITIES]:
+        verdict = "n/a" if value is None else ("met" if value >= goal else "NOT met")
+        print(f"  {label:<22} {'-' if value is None else f'{value:.3f}':>6}  goal {goal:.2f}  {verdict}")
+
+
+def shown(path: Path) -> Path:
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=ROOT / "config.yml")
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "nlu")
     parser.add_argument("--test", type=Path, default=ROOT / "tests" / "nlu" / "test_nlu.yml")
+    parser.add_argument("--independent", type=Path, default=ROOT / "tests" / "nlu" / "test_nlu_independent.yml",
+                        help="the second held-out file, written without reading data/nlu (issue 20)")
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "current.tar.gz",
-                        help="model to test on the held-out file (default: the one `make train` writes)")
+                        help="model to test on the held-out files (default: the one `make train` writes)")
     parser.add_argument("--train", type=Path, help="train a scratch NLU model into this folder and test that")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "nlu")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=20211001)
-    parser.add_argument("--no-cv", action="store_true", help="skip the cross-validation")
-    args = parser.parse_args()
+    parser.add_argument("--no-cv", "--heldout-only", dest="no_cv", action="store_true",
+                        help="only the held-out files: skip the cross-validation (and threshold search)")
+    return parser.parse_args(argv)
+
+
+def held_out_files(args: argparse.Namespace) -> dict[str, Path]:
+    """The held-out files by report directory: heldout/ and independent/."""
+    return {"heldout": args.test, "independent": args.independent}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     from rasa.utils.common import configure_logging_and_warnings
     from rasa.utils.log_utils import configure_structlog
 
@@ -322,24 +457,28 @@ def main() -> int:
     os.chdir(ROOT)  # the pipeline names nlu_components.* and its lexicon relative to the project
     sys.path.insert(0, str(ROOT))
 
-    duplicates = check_independent(load_nlu(args.data), load_nlu(args.test))
-    if duplicates:
-        print("held-out messages that are also training examples:\n  " + "\n  ".join(duplicates))
-        return 1
+    files = held_out_files(args)
+    training = load_nlu(args.data)
+    for test_file in files.values():
+        duplicates = check_independent(training, load_nlu(test_file))
+        if duplicates:
+            print(f"held-out messages in {shown(test_file)} that are also training examples:\n  "
+                  + "\n  ".join(duplicates))
+            return 1
 
     args.out.mkdir(parents=True, exist_ok=True)
-    summary: dict = {"config": str(args.config), "test_file": str(args.test)}
+    summary: dict = {"config": str(args.config), "test_file": str(args.test),
+                     "independent_file": str(args.independent)}
     model = args.model
     if args.train:
         started = time.monotonic()
         model = train(args.config, args.data, args.train, "nlu")
         summary["training_seconds"] = round(time.monotonic() - started)
 
-    records = asyncio.run(held_out(model, args.test, args.out))
-    summary["heldout"] = {**intent_figures(records), **response_figures(records), **dose_values(records),
-                          "entities": entity_figures(args.out / "heldout"),
-                          "confidences": confidence_summary(records), "errors": errors_of(records)}
-    (args.out / "predictions-heldout.json").write_text(json.dumps(records, indent=1, ensure_ascii=False))
+    predictions = asyncio.run(held_out(model, files, args.out))
+    for name, records in predictions.items():
+        summary[name] = held_out_summary(records, args.out / name)
+        (args.out / f"predictions-{name}.json").write_text(json.dumps(records, indent=1, ensure_ascii=False))
 
     if not args.no_cv:
         cv_records = asyncio.run(cross_validation(args.config, args.data, args.out, args.folds, args.seed))
@@ -347,47 +486,34 @@ def main() -> int:
         summary["cv"] = {**intent_figures(cv_records), **response_figures(cv_records), **dose_values(cv_records),
                          "entities": entity_figures(args.out / "cv"),
                          "confidences": confidence_summary(cv_records), "errors": errors_of(cv_records)}
-        # Thresholds are chosen on the out-of-fold predictions and then checked on the held-out file.
-        table = threshold_costs(cv_records)
-        chosen = choose_thresholds(table)
-        heldout_table = {(row["threshold"], row["ambiguity_threshold"]): row for row in threshold_costs(records)}
-        summary["thresholds"] = {
-            "chosen_on_cv": chosen,
-            "same_on_heldout": heldout_table[(chosen["threshold"], chosen["ambiguity_threshold"])],
-            "heldout_figures_with_chosen": intent_figures(
-                apply_thresholds(records, chosen["threshold"], chosen["ambiguity_threshold"]), "predicted_with"),
-        }
-        (args.out / "thresholds.json").write_text(json.dumps(
-            {"cv": table, "heldout": list(heldout_table.values())}, indent=1))
+        summary["thresholds"], tables = thresholds_summary(cv_records, predictions)
+        (args.out / "thresholds.json").write_text(json.dumps(tables, indent=1))
 
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False))
 
     h = summary["heldout"]
-    print_block(f"Held-out file {args.test.relative_to(ROOT) if args.test.is_relative_to(ROOT) else args.test}",
-                h, h["entities"], {k: h[k] for k in ("faq_examples", "faq_answered_right") if k in h}, h)
-    print("  misclassified: " + ("none" if not h["errors"] else ""))
-    for e in h["errors"]:
-        print(f"    {e['target']:>26} -> {e['predicted']:<26} {e['text']}")
+    print_block(f"Held-out file {shown(args.test)}", h, h["entities"],
+                {k: h[k] for k in ("faq_examples", "faq_answered_right") if k in h}, h)
+    print_errors(h)
+    i = summary["independent"]
+    print_block(f"Independent held-out file {shown(args.independent)} (written without reading data/nlu)",
+                i, i["entities"], {k: i[k] for k in ("faq_examples", "faq_answered_right") if k in i}, i)
+    print_tables(i)
+    print_errors(i)
     if "cv" in summary:
         c = summary["cv"]
-        print_block(f"{args.folds}-fold cross-validation on {args.data.relative_to(ROOT) if args.data.is_relative_to(ROOT) else args.data} "
-                    f"(seed {args.seed})", c, c["entities"],
+        print_block(f"{args.folds}-fold cross-validation on {shown(args.data)} (seed {args.seed})", c, c["entities"],
                     {k: c[k] for k in ("faq_examples", "faq_answered_right") if k in c}, c)
         t = summary["thresholds"]
         print(f"\nThresholds from the out-of-fold confidences: fallback {t['chosen_on_cv']['threshold']}, "
               f"ambiguity {t['chosen_on_cv']['ambiguity_threshold']} "
               f"(CV: {t['chosen_on_cv']['misrouted']} misrouted, {t['chosen_on_cv']['needless_fallbacks']} needless "
               f"fallbacks; held-out: {t['same_on_heldout']['misrouted']} misrouted, "
-              f"{t['same_on_heldout']['needless_fallbacks']} needless fallbacks)")
-    print("\nGoals on the held-out file:")
-    entity = next(iter(h["entities"].values()), {"per_entity": {}})["per_entity"]
-    for label, value, goal in [("intent accuracy", h["accuracy"], GOAL_INTENT),
-                               ("intent macro F1", h["macro_f1"], GOAL_INTENT),
-                               ("out of scope routed", h["out_of_scope_routed"], GOAL_OUT_OF_SCOPE)] + \
-                              [(f"entity F1 {name}", entity.get(name, {}).get("f1"), GOAL_ENTITY)
-                               for name in KEY_ENTITIES]:
-        verdict = "n/a" if value is None else ("met" if value >= goal else "NOT met")
-        print(f"  {label:<22} {'-' if value is None else f'{value:.3f}':>6}  goal {goal:.2f}  {verdict}")
+              f"{t['same_on_heldout']['needless_fallbacks']} needless fallbacks; independent: "
+              f"{t['same_on_independent']['misrouted']} misrouted, "
+              f"{t['same_on_independent']['needless_fallbacks']} needless fallbacks)")
+    print_goals("the held-out file", h, GOAL_INTENT)
+    print_goals("the independent file", i, GOAL_INDEPENDENT_INTENT)
     if "training_seconds" in summary:
         print(f"\ntraining (NLU only): {summary['training_seconds']} s")
     print(f"\nreports: {args.out}")
