@@ -254,7 +254,6 @@ def test_the_backup_role_dumps_every_table_and_may_change_nothing(roles_db, tmp_
     assert "events" not in data and " TABLE public events " in listing  # the table, not the conversations
 
 
-@pytest.mark.skipif(shutil.which("rclone") is None, reason="rclone not installed (apt-get install rclone)")
 def test_the_upload_is_encrypted_keeps_30_daily_and_12_monthly_and_restores(roles_db, server_url, tmp_path):
     store = tmp_path / "store"  # the object store: rclone's local backend in place of S3
     password = subprocess.run(["rclone", "obscure", "a-test-password-for-the-backups"], capture_output=True,

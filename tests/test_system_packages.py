@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).resolve().parent.parent / "tools" / "system-packages"
-ALL = "redis-server chromium chromium-driver fonts-noto-color-emoji poppler-utils zbar-tools"
+ALL = "redis-server chromium chromium-driver fonts-noto-color-emoji poppler-utils zbar-tools rclone"
 COMMANDS = {"redis-server": "redis-server", "chromium": "chromium", "chromium-driver": "chromedriver",
-            "poppler-utils": "pdftoppm", "zbar-tools": "zbarimg"}
+            "poppler-utils": "pdftoppm", "zbar-tools": "zbarimg", "rclone": "rclone"}
 
 
 def stand_in(bin_dir: Path, name: str, body: str) -> None:
