@@ -84,12 +84,21 @@ test: system-packages install $(MODEL) validate
 	$(PY) deploy/check.py
 	$(PY) -m pytest -q tests
 	$(MAKE) --no-print-directory test-core
+	@echo "the REST flows again on stock Rasa (RASA_PATCHES=none): the patches change speed only"
+	RASA_PATCHES=none $(PY) -m pytest -q tests/test_e2e.py -k "$(REST_FLOWS)"
 	$(MAKE) --no-print-directory check-stories
 
-# The test stories against the trained model: every flow and its error branches.
+# The test stories against the trained model: every flow and its error branches, with the speed
+# patches (rasa_server/patches/) and on stock Rasa (RASA_PATCHES=none), which must predict the same.
 test-core: install $(MODEL)
 	$(PY) -m rasa_server test core --model $(MODEL) --stories tests/test_stories.yml \
 		--fail-on-prediction-errors --out results/core
+	RASA_PATCHES=none $(PY) -m rasa_server test core --model $(MODEL) --stories tests/test_stories.yml \
+		--fail-on-prediction-errors --out results/core-stock
+
+# tests/test_e2e.py's conversations over the REST channel, run once more on stock Rasa by `make test`.
+REST_FLOWS := end_to_end or out_of_scope or cancel_and_menu or wrong_inputs or action_server_down \
+	or report_followed or handed_over
 
 # Every step of data/stories predicted by the trained model: a story the policies did not learn
 # (or that a rule overrides) fails here, where validate and train say nothing.

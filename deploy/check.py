@@ -51,8 +51,7 @@ LEFT_TO_DEFAULT = {
     "NLU_CACHE_SIZE": "4096 texts per Rasa process (docs/performance.md)",
     "TRACKER_CACHE_SIZE": "512 conversations per Rasa process",
     "REPLAY_CACHE_SIZE": "512 conversations per Rasa process (docs/performance.md)",
-    "GC_FREEZE": "on: start-up objects left out of garbage collection (docs/performance.md)",
-    "MEMOIZATION_SKIP": "on: the story policy skips recalls that cannot match (docs/performance.md)",
+    "RASA_PATCHES": "all: every speed patch of rasa_server/patches/ (docs/performance.md)",
     "TRACKER_SYNCHRONOUS_COMMIT": "off for conversation events only (docs/performance.md)",
     "RASA_SERVER_ALLOW_API": "unset: Rasa's HTTP API refused; only the simulator opts in (docs/platform.md)",
 }

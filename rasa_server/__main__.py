@@ -1,8 +1,9 @@
-"""`python -m rasa_server run ...` is `rasa run ...` with the speed-ups of speedups.py.
+"""`python -m rasa_server run ...` is `rasa run ...` with the speed patches of
+rasa_server/patches/ that RASA_PATCHES selects (all by default; `none` runs stock Rasa).
 
 Every process that serves citizens starts this way (tools/stack.py, deploy/), and so do the
-test stories (`make test-core`), so that they check the Rasa that answers citizens. `rasa train`
-needs none of it and stays plain `rasa`.
+test stories (`make test-core`, once with the patches and once without), so that they check the
+Rasa that answers citizens. `rasa train` needs none of it and stays plain `rasa`.
 """
 
 import os
@@ -34,9 +35,15 @@ def main() -> None:
     reason = refused(sys.argv[1:], os.environ)
     if reason:
         sys.exit(reason)
-    from rasa_server import speedups
+    from rasa_server import patches
 
-    speedups.install()
+    try:
+        selection = patches.selection_from(os.environ)
+    except patches.SelectionError as error:
+        sys.exit(f"rasa_server: {error}")
+    installed = patches.install(selection) if selection else ()
+    # Before Rasa configures logging, so written as one line of our own on stderr.
+    print(f"rasa_server: {patches.describe(installed)}", file=sys.stderr, flush=True)
     from rasa.__main__ import main as rasa_main
 
     sys.argv[0] = "rasa"

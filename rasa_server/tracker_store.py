@@ -20,7 +20,7 @@ Lighter per message than Rasa's own, same rows and same order (profiled in docs/
   itself may lose the last fraction of a second of conversation, never corrupt it, and the
   records that matter (codes, changes of data, audit, tickets) are written by the backend with
   full durability;
-- events are written as JSON by orjson (rasa_server/speedups.py), and each event keeps the JSON
+- events are written as JSON by orjson (rasa_server/jsonio.py), and each event keeps the JSON
   it was stored (or read) as, which the calls to the action server send as it is;
 - saving inserts the new events in one statement, not one INSERT ... RETURNING per event
   through the ORM's unit of work;
@@ -53,7 +53,7 @@ from rasa.shared.nlu.constants import INTENT_NAME_KEY
 
 from backend import secret_rules
 from rasa_server import pg_async
-from rasa_server.speedups import dumps, keep_last, remember_json
+from rasa_server.jsonio import dumps, keep_last, remember_json
 
 
 NOTHING_STORED_SIZE = 1024

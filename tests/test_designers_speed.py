@@ -1,5 +1,5 @@
 """The AugmentedMemoizationPolicy (issue 17) made cheaper without changing what it predicts:
-rasa_server/speedups.py skips recalling when the last state ends no remembered key. Measured
+rasa_server/patches/memoization_skip.py skips recalling when the last state ends no remembered key. Measured
 with tools/policy_bench.py (ms per prediction over the test stories, alternately)."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from rasa_server import speedups
+from rasa_server import patches
+from rasa_server.patches import memoization_skip
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -17,9 +18,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def agent():
     from rasa.core.agent import Agent
 
-    speedups.install()
+    patches.install()
     yield Agent.load(str(ROOT / "models" / "current.tar.gz"))
-    speedups.uninstall()
+    patches.uninstall()
 
 
 def memoization_of(agent):
@@ -32,13 +33,12 @@ def memoization_of(agent):
 def original_recall():
     from rasa.core.policies.memoization import AugmentedMemoizationPolicy
 
-    return next(value for owner, name, value in speedups._originals
-                if owner is AugmentedMemoizationPolicy and name == "recall")
+    return patches.original(AugmentedMemoizationPolicy, "recall")
 
 
 def test_every_remembered_key_has_a_last_action(agent):
     policy = memoization_of(agent)
-    ends = [speedups.memory_key_end(key, True) for key in policy.lookup]
+    ends = [memoization_skip.memory_key_end(key, True) for key in policy.lookup]
     # all but the conversation's empty first state "[{}]" (whose next action is action_listen)
     assert len(ends) > 20 and [end for end in ends if end[0] is None] == [(None, None)]
     assert ("utter_booster_timing", "ask_booster_timing") in ends  # the follow-up's key

@@ -17,7 +17,7 @@ from rasa.shared.exceptions import RasaException
 from rasa.utils.endpoints import ClientResponseError, EndpointConfig
 
 from conftest import free_port, serve_on_loopback
-from rasa_server import http_client, speedups
+from rasa_server import http_client, patches
 
 # (status, content type, body, chunked): answers a server may give.
 ANSWERS = {
@@ -142,9 +142,9 @@ def remote_action(url: str) -> tuple[RemoteAction, DialogueStateTracker, Domain]
 
 @pytest.fixture
 def installed():
-    speedups.install()
+    patches.install()
     yield
-    speedups.uninstall()
+    patches.uninstall()
 
 
 def test_rasa_sees_the_same_errors_from_the_action_server(installed):
@@ -251,10 +251,10 @@ def test_query_parameters_and_headers_reach_the_server():
             await runner.cleanup()
         return seen
 
-    speedups.install()
+    patches.install()
     try:
         seen = asyncio.run(scenario())
     finally:
-        speedups.uninstall()
+        patches.uninstall()
     assert seen == [("/webhook", {"a": "1", "token": "q t"}, "Bearer t", "application/json",
                      json.dumps({"x": "é"}, ensure_ascii=False, separators=(",", ":")).encode())]

@@ -28,7 +28,7 @@ from actions import backend as action_backend
 from actions.actions import ActionSendCertificate
 from actions.forms import ValidateCertificateForm
 from conftest import make_store, serve_on_loopback
-from rasa_server import speedups
+from rasa_server import jsonio
 from test_actions import run, tracker, verify
 from whatsapp.channel import WhatsAppInput
 from whatsapp.fake_graph import FakeGraph, post_webhook
@@ -247,9 +247,9 @@ def test_stored_events_keep_no_usable_certificate_token(backend, outbox, databas
         assert reply.status == 404, candidate
     # The same for what is kept in memory and sent on to the action server (speed patches).
     for event in list(state.events) + list(read_back.events):
-        assert token not in speedups.dumps(event.as_dict())
-        assert token not in (speedups.stored_json(event) or "")
-    assert any(speedups.stored_json(e) for e in state.events if isinstance(e, BotUttered))
+        assert token not in jsonio.dumps(event.as_dict())
+        assert token not in (jsonio.stored_json(event) or "")
+    assert any(jsonio.stored_json(e) for e in state.events if isinstance(e, BotUttered))
 
 
 def test_rest_reply_carries_the_link_in_text_and_the_certificate_as_data(backend, outbox, action_client):

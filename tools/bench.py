@@ -5,6 +5,8 @@
                                                 #   a round-robin proxy, vs 1 + 1
     python -m tools.bench --workers 2            # our Rasa with 2 Sanic workers (Redis lock store)
     python -m tools.bench --duration 10 --rounds 1 --users 1,4,16
+    python -m tools.bench --patches rule_index --users 16   # RASA_PATCHES=all against all but
+                                                #   rule_index: what that patch buys
 
 Our citizens go through real flows over the REST channel: greeting, status with the OTP read
 from the outbox, download of a certificate (and the PDF behind the link), change of e-mail.
@@ -344,10 +346,22 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=20, help="seconds per round")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--mode", choices=["single", "cluster"], default="single")
+    parser.add_argument("--patches", metavar="NAME[,NAME]",
+                        help="instead of stock Rasa: two stacks of ours side by side, RASA_PATCHES=all against "
+                             "all but these patches (rasa_server/patches/), to measure what they buy")
     parser.add_argument("--workers", type=int, default=1,
                         help="single mode: Rasa's Sanic workers (2 share a Redis lock store)")
     args = parser.parse_args()
     users = [int(u) for u in args.users.split(",")]
+    if args.patches:
+        from rasa_server import patches
+
+        try:
+            left_out = patches.parse(args.patches)
+        except patches.SelectionError as error:  # before anything starts
+            parser.error(str(error))
+        without = ",".join(t for t in patches.TOPICS if t not in left_out) or "none"
+        args.mode = "patches"
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(exist_ok=True)
     os.environ.update(LOAD_ENV)
@@ -365,7 +379,20 @@ def main() -> int:
 
     stacks, targets, facts, started_by_us = [], {}, {}, []
     try:
-        if args.mode == "single":
+        if args.patches:
+            # Both stacks up at once, driven in alternating rounds as against stock Rasa.
+            # --patches none: the same code on both sides, the A/A check of the set-up itself.
+            names = {"all": "all", ("without_" + "_".join(left_out)) if left_out else "all_again": without}
+            for (name, selection), ports in zip(names.items(), ((5105, 5155), (5106, 5156))):
+                stack = Stack(url, rasa_port=ports[0], action_port=ports[1], log_dir=BENCH_DIR / f"log-{name}",
+                              extra_env={**LOAD_ENV, "RASA_PATCHES": selection})
+                stack.start_actions()
+                stack.start_rasa()
+                stacks.append(stack)
+                targets[name] = f"http://127.0.0.1:{ports[0]}/webhooks/rest/webhook"
+            pids = {name: rasa_pid(stack) for name, stack in zip(names, stacks)}
+            serving = {name: [pid] for name, pid in pids.items()}
+        elif args.mode == "single":
             try:
                 wait_http("http://127.0.0.1:5005/", 1)
                 log("using the stack already running on 5005 (start it with raised OTP limits: see README)")
@@ -447,8 +474,11 @@ def main() -> int:
                                          / max(report["load"][base][str(n)]["turns_per_s"], 0.001), 2)
                            for n in users}
         report["certificate_pdf"] = certificate_pdf
-        (RESULTS / "bench.json").write_text(json.dumps(report, indent=2))
-        plot(report, RESULTS / "bench.png")
+        stem = f"bench-without-{'-'.join(left_out) or 'nothing'}" if args.patches else "bench"
+        if args.patches:
+            report["patches_left_out"] = list(left_out)
+        (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2))
+        plot(report, RESULTS / f"{stem}.png")
         print_table(report, names)
         return 0
     finally:

@@ -2,7 +2,7 @@
 (issue 17): two core-only models trained from this project's data (one with config.yml's
 policies, one with the RulePolicy alone), every action of the test stories predicted from its
 conversation so far, alternately, in rounds; medians and the ratios. Rasa's speed patches are
-installed first (rasa_server/speedups.py), as in every process that serves citizens, and logging
+installed first (rasa_server/patches/), as in every process that serves citizens, and logging
 is at INFO as there; "memoization_rasa_copies" is the memoization model with the policy's
 debug-only deep copies put back (the patch for them measured).
 
@@ -70,9 +70,9 @@ def main() -> None:
 
     logging.basicConfig(level=logging.INFO)
     configure_structlog(logging.INFO)
-    from rasa_server import speedups
+    from rasa_server import patches
 
-    speedups.install()
+    patches.install()
     from rasa.core.agent import Agent
     from rasa.core.policies import memoization
 

@@ -224,7 +224,7 @@ class Stack:
         log(f"action server ready on 127.0.0.1:{self.action_port}")
 
     def rasa_args(self, command: str) -> list[str]:
-        # rasa_server: `rasa` with the measured speed-ups of rasa_server/speedups.py.
+        # rasa_server: `rasa` with the speed patches RASA_PATCHES selects (rasa_server/patches/).
         return [str(VENV_BIN / "python"), "-m", "rasa_server", command, "--model", str(self.model),
                 "--endpoints", "endpoints.yml", "--credentials", "credentials.yml",
                 "--logging-config-file", "logging.yml", "--port", str(self.rasa_port)]
