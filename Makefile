@@ -19,7 +19,8 @@ help:
 	@echo "make test     validate the data, run pytest and the test stories"
 	@echo "make train    train the model (only when config, domain or data changed)"
 	@echo "make install  create .venv with Python 3.10 and the pinned packages"
-	@echo "make purge    delete conversations and codes older than RETENTION_DAYS (30)"
+	@echo "make purge    delete conversation events and codes older than RETENTION_DAYS (30)"
+	@echo "make backup   the database to var/backups/ (make restore [FILE=...] puts it back)"
 	@echo "make tickets  the officers' queue of tickets (docs/tickets.md)"
 	@echo "make bench    latency and throughput under load, against stock Rasa (results/bench.json)"
 
@@ -105,8 +106,9 @@ REST_FLOWS := end_to_end or out_of_scope or cancel_and_menu or wrong_inputs or a
 check-stories: install $(MODEL)
 	@$(PY) -m tools.designer_checks stories
 
-# The NLU measured (docs/nlu.md): the held-out file tests/nlu/test_nlu.yml against the trained
-# model, and a seeded 5-fold cross-validation on data/nlu; reports under results/nlu/. Not part
+# The NLU measured (docs/nlu.md): both held-out files (tests/nlu/test_nlu.yml, and
+# tests/nlu/test_nlu_independent.yml per family and intent) against the trained model, and a
+# seeded 5-fold cross-validation on data/nlu; reports under results/nlu/. Not part
 # of `make test`: the cross-validation trains five models (about 8 minutes).
 nlu-report: install $(MODEL)
 	$(PY) -m tools.nlu_report

@@ -100,7 +100,7 @@ def _purge_events(db: Database, cutoff: datetime) -> int:
 
     Kept past the cutoff: the start of a session still going on (its `action_session_start` and
     `session_started`, which hold no message), so that Rasa reads the conversation from that
-    session's start as before (backend/tracker_store.py) and the conversation carries on."""
+    session's start as before (rasa_server/tracker_store.py) and the conversation carries on."""
     epoch = cutoff.timestamp()
     keep = _open_session_starts(db, epoch)
     statement = ("DELETE FROM events WHERE id IN (SELECT id FROM events WHERE timestamp < %(epoch)s"
