@@ -14,9 +14,10 @@ import psycopg2.extensions
 import pytest
 from psycopg2 import sql
 
+from actions import wording
 from backend import Backend, Settings
 from backend.tickets import Tickets
-from conftest import ROOT, Outbox
+from conftest import ROOT, Outbox, assembled
 
 
 @pytest.fixture
@@ -30,7 +31,7 @@ def scratch_db(server_url, tmp_path):
         cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     url = psycopg2.extensions.make_dsn(server_url, dbname=name)
-    backend = Backend.create(Settings.from_env(_settings(tmp_path)), dsn=url)
+    backend = assembled(Settings.from_env(_settings(tmp_path)), dsn=url)
     backend.prepare()
     backend.db.close()
     yield url
@@ -71,12 +72,12 @@ def snapshot(url: str) -> dict[str, tuple[int, str]]:
 def change_everything(url: str, tmp_path: Path) -> Backend:
     """What happens after a backup: a citizen's name changed and a ticket opened through the
     backend (each with its audit row), a conversation event, a certificate row gone."""
-    backend = Backend.create(Settings.from_env(_settings(tmp_path)), dsn=url)
+    backend = assembled(Settings.from_env(_settings(tmp_path)), dsn=url)
     outbox = Outbox(backend.settings.otp_outbox, backend)
     backend.otp.request("after-backup", "+6281234567003")
     assert backend.otp.verify("after-backup", outbox.last_code("+6281234567003")).status == "ok"
     assert backend.repo.change_name("after-backup", "Agus Wijaya").full_name == "Agus Wijaya"
-    Tickets(backend.repo).open("after-backup", "certificate_missing", "sertifikat belum ada", "rest")
+    Tickets(backend.repo, wording.domain()).open("after-backup", "certificate_missing", "sertifikat belum ada", "rest")
 
     def more(cur):
         cur.execute("INSERT INTO events (sender_id, type_name, timestamp, data) VALUES ('after', 'user', 1, '{}')")
@@ -128,7 +129,7 @@ def test_backup_then_changes_then_restore_gives_back_exactly_the_backup(scratch_
 
     # The restored database serves again: a login and a ticket numbered as after the backup.
     backend = change_everything(scratch_db, tmp_path)
-    tickets = Tickets(backend.repo).of_account("after-backup")
+    tickets = Tickets(backend.repo, wording.domain()).of_account("after-backup")
     backend.db.close()
     assert [t.reference for t in tickets][-1].endswith("000001")
 
