@@ -19,6 +19,21 @@ ROOT = Path(__file__).resolve().parent.parent
 INDEPENDENT = ROOT / "tests" / "nlu" / "test_nlu_independent.yml"
 
 
+@pytest.fixture(autouse=True)
+def logging_left_as_found():
+    """nlu_report.main() sets up Rasa's logging, whose RepeatedLogFilter on the root handlers
+    (pytest's capture handlers among them) would hide repeated records in later tests."""
+    import logging
+    import warnings
+
+    handlers = {handler: list(handler.filters) for handler in logging.getLogger().handlers}
+    with warnings.catch_warnings():
+        yield
+    for handler in logging.getLogger().handlers:
+        handler.filters = handlers.get(handler, [f for f in handler.filters
+                                                 if type(f).__name__ != "RepeatedLogFilter"])
+
+
 @pytest.fixture(scope="module")
 def independent():
     return nlu_report.load_nlu(INDEPENDENT)
