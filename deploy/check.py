@@ -664,8 +664,9 @@ def _max_pods(objects: dict, name: str) -> int:
     """Pods of a Deployment at its autoscaler's maximum, with the rollout's surge on top."""
     deployment = objects[("Deployment", name)]["spec"]
     hpa = objects.get(("HorizontalPodAutoscaler", name))
-    surge = deployment.get("strategy", {}).get("rollingUpdate", {}).get("maxSurge", 1)
-    return (hpa["spec"]["maxReplicas"] if hpa else deployment["replicas"]) + int(surge)
+    most = hpa["spec"]["maxReplicas"] if hpa else deployment["replicas"]
+    surge = str(deployment.get("strategy", {}).get("rollingUpdate", {}).get("maxSurge", "25%"))
+    return most + (-(-most * int(surge[:-1]) // 100) if surge.endswith("%") else int(surge))
 
 
 def connection_budget(objects: dict) -> tuple[dict[str, int], int]:
@@ -790,6 +791,15 @@ def check_release_shape(objects: dict, label: str, rendered: bool = False) -> No
     problems = tls_problems(objects)
     check(f"{label}: TLS to PostgreSQL verified (verify-full, the CA from the Secret postgres-tls)",
           not problems, "; ".join(problems))
+    short = []
+    for name, ms in (("rasa", PLAN["rasa_cpu_ms"]), ("actions", PLAN["actions_cpu_ms"])):
+        hpa = objects[("HorizontalPodAutoscaler", name)]["spec"]
+        request = _quantity(k8s_container(objects, "Deployment", name)["resources"]["requests"]["cpu"])
+        at_target = hpa["maxReplicas"] * request * hpa["metrics"][0]["resource"]["target"]["averageUtilization"] / 100
+        need = plan()["burst_messages_per_second"] * ms / 1000
+        if at_target < need:
+            short.append(f"{name}: {at_target:.2f} cores at the HPA's maximum and target < {need:.2f}")
+    check(f"{label}: the autoscalers' maxima carry the plan's bursts at their CPU targets", not short, "; ".join(short))
     otp_cap = int(_config(objects)["OTP_MAX_SENDS_PER_MINUTE"])
     needed = plan()["otp_per_minute_burst"]
     check(f"{label}: OTP_MAX_SENDS_PER_MINUTE {otp_cap} >= the plan's {needed:.0f} codes a minute",

@@ -127,3 +127,14 @@ def test_the_doc_states_the_plans_figures(check):
     for value in (figures["peak_messages_per_second"], figures["gb_per_day"]):
         assert f"{value:.1f}" in text
     assert f"{check.storage_needed_gb(30):.0f} GB" in text
+
+
+def test_autoscaler_maxima_that_cannot_carry_the_plans_bursts_fail(check, objects):
+    check.passed.clear(), check.failed.clear()
+    check.check_release_shape(objects, "shipped")
+    assert check.failed == []
+    capped = copy.deepcopy(objects)
+    capped[("HorizontalPodAutoscaler", "rasa")]["spec"]["maxReplicas"] = 2  # 2 x 1 CPU x 65% = 1.3 cores
+    check.passed.clear(), check.failed.clear()
+    check.check_release_shape(capped, "capped")
+    assert check.failed == ["capped: the autoscalers' maxima carry the plan's bursts at their CPU targets"]
