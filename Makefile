@@ -88,6 +88,8 @@ test: system-packages install $(MODEL) validate
 	@echo "the REST flows again on stock Rasa (RASA_PATCHES=none): the patches change speed only"
 	RASA_PATCHES=none $(PY) -m pytest -q tests/test_e2e.py -k "$(REST_FLOWS)"
 	$(MAKE) --no-print-directory check-stories
+	@# The release builds the image with this hash (deploy/README.md, "Build the image").
+	@echo "tested model: MODEL_SHA256=$$(sha256sum $(MODEL) | cut -d' ' -f1)"
 
 # The test stories against the trained model: every flow and its error branches, with the speed
 # patches (rasa_server/patches/) and on stock Rasa (RASA_PATCHES=none), which must predict the same.

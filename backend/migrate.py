@@ -3,8 +3,8 @@
     python -m backend.migrate              # apply what is pending, then the roles' grants
     python -m backend.migrate --wait 600   # only wait (any role) until nothing is pending
 
-In deploy/ the action server's pods run the first in an init container with the owner's
-credentials, and Rasa's pods the second with Rasa's own; the services' roles may not change
+In deploy/ the migration Job runs the first with the owner's credentials, once per release, and
+the pods of actions and Rasa the second in an init container with their own; the services' roles may not change
 the schema (backend/privileges.py). Locally `make run` migrates as the embedded superuser.
 """
 
@@ -22,6 +22,10 @@ from .db import Database, DatabaseUnavailable, migrate, pending_migrations
 
 log = logging.getLogger(__name__)
 
+# The migration Job's statements may outlast the services' short timeout (an index on a month of
+# conversation events); waiting stays short.
+MIGRATION_TIMEOUT_MS = 30 * 60 * 1000
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -32,7 +36,8 @@ def main() -> int:
     secret_rules.check(os.environ, secret_rules.DATABASE_ONLY)
     from .settings import PROJECT_ROOT, database_url
 
-    db = Database(database_url(Path(os.environ.get("VAR_DIR") or PROJECT_ROOT / "var")), max_connections=1)
+    db = Database(database_url(Path(os.environ.get("VAR_DIR") or PROJECT_ROOT / "var")), max_connections=1,
+                  statement_timeout_ms=MIGRATION_TIMEOUT_MS if args.wait is None else 3000)
     try:
         if args.wait is None:
             applied = migrate(db, grant=True)

@@ -2,6 +2,7 @@
 
     .venv/bin/python deploy/check.py            # everything (builds both Sanic apps: ~20 s)
     .venv/bin/python deploy/check.py --fast     # without building the apps (no route checks)
+    .venv/bin/python deploy/check.py --release deploy/overlays/production   # before a release
 
 - every YAML file of deploy/ parses;
 - every environment variable the code reads (found by scanning the code, so a new setting
@@ -15,7 +16,14 @@
   each service connects as its own role (backend/privileges.py) with that role's password;
 - the Dockerfile copies what the commands and the configuration import;
 - a nightly backup CronJob dumps as the read-only backup role, with the server's own major
-  version of pg_dump, and uploads encrypted off-site, keeping 30 daily and 12 monthly.
+  version of pg_dump, and uploads encrypted off-site, keeping 30 daily and 12 monthly;
+- releases: the image ships the tested model (MODEL_SHA256), the migration is one Job and the
+  pods wait for the schema, every ConfigMap a pod reads has a hashed name (a change rolls the
+  pods), images carry a tag (placeholders allowed) or, with --release, a real digest;
+- the base and each overlay (rendered by `kubectl kustomize`; skipped with one line without
+  kubectl): the connection budget at the autoscalers' maxima within max_connections, the volume
+  and PostgreSQL's resources against the capacity plan (PLAN, docs/performance.md), the OTP cap
+  against the plan's peak, TLS to PostgreSQL with verify-full and the CA from a Secret.
 
 Prints one line per check and `N passed, N failed`; exit status 1 when anything failed.
 """
@@ -83,7 +91,8 @@ REQUIRED_SECRETS = {"rasa": {"TRACKER_DB_PASSWORD", "ACTION_SERVER_TOKEN", "REDI
 # Database roles (backend/privileges.py, k8s/postgres/roles.psql): the role each container
 # connects as, and the Secret key of its password. The superuser's and the owner's passwords
 # are for the postgres server and the migration only.
-DB_ROLES = {("Deployment", "actions", "migrate"): ("vaksin_owner", "DB_OWNER_PASSWORD"),
+DB_ROLES = {("Job", "migrate", "migrate"): ("vaksin_owner", "DB_OWNER_PASSWORD"),
+            ("Deployment", "actions", "wait-for-schema"): ("vaksin_actions", "DB_ACTIONS_PASSWORD"),
             ("Deployment", "actions", "actions"): ("vaksin_actions", "DB_ACTIONS_PASSWORD"),
             ("Deployment", "rasa", "wait-for-schema"): ("vaksin_rasa", "DB_RASA_PASSWORD"),
             ("Deployment", "rasa", "rasa"): ("vaksin_rasa", "DB_RASA_PASSWORD"),
@@ -123,14 +132,34 @@ def yaml_files() -> list[Path]:
 
 
 def k8s_objects() -> dict[tuple[str, str], dict]:
+    """The base's objects as kustomize would make them, without kubectl: the manifests listed in
+    kustomization.yaml and the generated ConfigMaps (marked GENERATED: their names get a hash)."""
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
     objects = {}
-    for path in sorted(K8S.glob("*.yaml")):
-        if path.name == "kustomization.yaml":
-            continue
-        for doc in yaml.safe_load_all(path.read_text()):
+    for name in kustomization["resources"]:
+        for doc in yaml.safe_load_all((K8S / name).read_text()):
             if doc:
                 objects[(doc["kind"], doc["metadata"]["name"])] = doc
+    for generator in kustomization.get("configMapGenerator", []):
+        data = {}
+        for env_file in generator.get("envs", []):
+            data.update(read_env_file(K8S / env_file))
+        for file in generator.get("files", []):
+            data[Path(file).name] = (K8S / file).read_text()
+        objects[("ConfigMap", generator["name"])] = {
+            "apiVersion": "v1", "kind": "ConfigMap", "data": data,
+            "metadata": {"name": generator["name"], "annotations": {GENERATED: "true"}}}
     return objects
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """kustomize's env file: KEY=value lines, # comments and blank lines skipped, no unquoting."""
+    data = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            data[key.strip()] = value
+    return data
 
 
 def code_env_reads() -> dict[str, set[str]]:
@@ -217,7 +246,7 @@ def check_env(objects: dict, compose: dict, image_env: dict[str, str]) -> None:
     check("the image's PYTHONPATH is its WORKDIR /app", image_env.get("PYTHONPATH") == "/app")
     needs = {proc: names | (endpoints_vars() if proc == "rasa" else set()) for proc, names in NEEDS.items()}
 
-    config = objects[("ConfigMap", "vaksin-config")]["data"]
+    config = _config(objects)
     secret_keys = set(yaml.safe_load((K8S / "secret.example.yaml").read_text())["stringData"])
     containers = {"rasa": ("Deployment", "rasa"), "actions": ("Deployment", "actions"),
                   "retention": ("CronJob", "retention")}
@@ -306,7 +335,7 @@ def _service_port(objects: dict, service: str, port) -> tuple[dict, dict]:
 
 def check_topology(objects: dict, compose: dict, cmd: list[str]) -> dict[str, set[str]]:
     """Ports, Services, probes and public paths; returns the paths probed or exposed per app."""
-    config = objects[("ConfigMap", "vaksin-config")]["data"]
+    config = _config(objects)
     used_paths: dict[str, set[str]] = {"rasa": set(), "actions": set()}
     rasa = k8s_container(objects, "Deployment", "rasa")
     actions = k8s_container(objects, "Deployment", "actions")
@@ -461,7 +490,7 @@ def check_database_roles(objects: dict, compose: dict) -> None:
         label = "/".join(key[1:])
         if key == ("StatefulSet", "postgres", "postgres"):
             continue  # the server itself; it creates the roles (postgres/10-roles.sh)
-        if keys & PRIVILEGED_KEYS and not (is_init and key in DB_ROLES and DB_ROLES[key][0] == privileges.OWNER
+        if keys & PRIVILEGED_KEYS and not (key[0] == "Job" and key in DB_ROLES and DB_ROLES[key][0] == privileges.OWNER
                                            and container.get("command") == MIGRATION_COMMAND
                                            and "POSTGRES_PASSWORD" not in keys):
             misused.append(f"{label} ({', '.join(sorted(keys & PRIVILEGED_KEYS))})")
@@ -476,7 +505,7 @@ def check_database_roles(objects: dict, compose: dict) -> None:
                 wrong_role.append(f"{label}: {sorted(users)} with {sorted(password_keys)}")
         elif "DATABASE_URL" in values or "TRACKER_DB_USER" in values:
             wrong_role.append(f"{label}: connects to the database but has no role in DB_ROLES")
-    check("k8s: only the postgres server and the migration (initContainer migrate) hold the superuser's "
+    check("k8s: only the postgres server and the migration (the Job migrate) hold the superuser's "
           "or the owner's password", not misused, "; ".join(misused))
     check("k8s: every container connects as its own role with that role's password", not wrong_role,
           "; ".join(wrong_role))
@@ -561,6 +590,294 @@ def check_backup(objects: dict) -> None:
           any(f.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name") == "backup" for f in policy))
 
 
+# --- releases, capacity, connections, TLS ------------------------------------------------------
+
+GENERATED = "deploy-check/generated"  # marks a ConfigMap kustomize generates (hashed name)
+OVERLAYS = DEPLOY / "overlays"
+DIGEST = re.compile(r"@sha256:([0-9a-f]{64})$")
+PLACEHOLDER_DIGEST = "0" * 64
+CA_DIR = "/etc/postgres-ca"
+
+# The capacity plan of docs/performance.md ("Capacity plan"), inputs then the measured figures;
+# plan() derives the rest, and the doc's table shows the same arithmetic.
+PLAN = {
+    "emails_per_week": 134_000, "calls_per_week": 80_000,   # before the assistant
+    "population": 281_600_000,          # Indonesia, mid-2024 (BPS projection)
+    "whatsapp_share": 0.60,             # assumed: people who use WhatsApp
+    "adoption_per_month": 0.02,         # assumed: of them, who talk to the assistant in a month
+    "surge": 2.0,                       # assumed: a design day against an ordinary one
+    "messages_per_conversation": 10,    # the bench's flows (tools/bench.py)
+    "peak_hour_share": 0.12,            # assumed: the busiest hour's share of a day
+    "burst": 1.5,                       # assumed: the busiest minutes against that hour
+    "otp_share": 0.6,                   # assumed: conversations that ask for a code
+    "events_per_message": 10.8,         # measured: 108 events for the bench's 10 turns
+    "bytes_per_event": 600,             # measured 488 table + 39 time index; 73 other indexes
+    "other_tables_gb": 10,              # citizens, certificates, tickets, audit log
+    "free_share": 0.2,                  # room for vacuum and WAL
+    "rasa_cpu_ms": 12,                  # measured 9.6 (alternating processes) + 2 WhatsApp, assumed
+    "actions_cpu_ms": 4, "postgres_cpu_ms": 2,
+    "postgres_cpu": 4, "postgres_memory_gib": 16,   # what docs/performance.md asks for
+}
+
+
+def plan(p: dict = PLAN) -> dict:
+    contacts_per_day = (p["emails_per_week"] + p["calls_per_week"]) / 7
+    ordinary_day = p["population"] * p["whatsapp_share"] * p["adoption_per_month"] / 30
+    design_day = ordinary_day * p["surge"]
+    messages_per_day = design_day * p["messages_per_conversation"]
+    peak = messages_per_day * p["peak_hour_share"] / 3600
+    gb_per_day = messages_per_day * p["events_per_message"] * p["bytes_per_event"] / 1e9
+    otp_per_minute = design_day * p["peak_hour_share"] * p["otp_share"] / 60
+    return {"contacts_per_day": contacts_per_day, "ordinary_conversations_per_day": ordinary_day,
+            "conversations_per_day": design_day, "messages_per_day": messages_per_day,
+            "peak_messages_per_second": peak, "burst_messages_per_second": peak * p["burst"],
+            "gb_per_day": gb_per_day, "otp_per_minute_burst": otp_per_minute * p["burst"]}
+
+
+def storage_needed_gb(retention_days: int, p: dict = PLAN) -> float:
+    """Conversations for the retention period and a day of deleted rows not yet vacuumed, the
+    other tables, and the free share."""
+    return ((retention_days + 1) * plan(p)["gb_per_day"] + p["other_tables_gb"]) / (1 - p["free_share"])
+
+
+def _quantity(value) -> float:
+    """A Kubernetes quantity in its base unit (bytes, cores)."""
+    text = str(value)
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "m": 1e-3}
+    for unit, factor in units.items():
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * factor
+    return float(text)
+
+
+def _config(objects: dict) -> dict:
+    """vaksin-config's data, by its name or its hashed name (rendered by kustomize)."""
+    return next(o["data"] for (k, n), o in objects.items() if k == "ConfigMap" and re.fullmatch(r"vaksin-config(-\w{10})?", n))
+
+
+def _postgres_args(objects: dict) -> dict[str, str]:
+    args = k8s_container(objects, "StatefulSet", "postgres").get("args", [])
+    return dict(a.split("=", 1) for a in args if "=" in a)
+
+
+def _max_pods(objects: dict, name: str) -> int:
+    """Pods of a Deployment at its autoscaler's maximum, with the rollout's surge on top."""
+    deployment = objects[("Deployment", name)]["spec"]
+    hpa = objects.get(("HorizontalPodAutoscaler", name))
+    most = hpa["spec"]["maxReplicas"] if hpa else deployment["replicas"]
+    surge = str(deployment.get("strategy", {}).get("rollingUpdate", {}).get("maxSurge", "25%"))
+    return most + (-(-most * int(surge[:-1]) // 100) if surge.endswith("%") else int(surge))
+
+
+def connection_budget(objects: dict) -> tuple[dict[str, int], int]:
+    """Every pool that may be open at once, at the autoscalers' maxima: ({part: connections},
+    PostgreSQL's max_connections)."""
+    config = _config(objects)
+    tracker_store = (ROOT / "rasa_server" / "tracker_store.py").read_text()
+    rest_pool = int(re.search(r"Database\([^)]*max_connections=(\d+)", (ROOT / "rest" / "channel.py").read_text()).group(1))
+    statements = int(config["SQL_POOL_SIZE"]) + int(config["SQL_MAX_OVERFLOW"])
+    orm = 1 if "kwargs.update(pool_size=1, max_overflow=0)" in tracker_store else statements
+    per_worker = statements + orm + int(config["WHATSAPP_DB_POOL_MAX"]) + rest_pool
+    args = _postgres_args(objects)
+    parts = {
+        f"rasa {_max_pods(objects, 'rasa')} pods x {config['SANIC_WORKERS']} workers x {per_worker} "
+        f"(tracker store {statements} + its ORM {orm} + WhatsApp {config['WHATSAPP_DB_POOL_MAX']} + REST {rest_pool})":
+            _max_pods(objects, "rasa") * int(config["SANIC_WORKERS"]) * per_worker,
+        f"actions {_max_pods(objects, 'actions')} pods x DB_POOL_MAX {config['DB_POOL_MAX']}":
+            _max_pods(objects, "actions") * int(config["DB_POOL_MAX"]),
+    }
+    for kind, name in (("CronJob", "retention"), ("CronJob", "backup"), ("Job", "migrate")):
+        if (kind, name) in objects:
+            parts[f"{name} job"] = 1  # one connection, never two runs at once (Forbid, one Job)
+    parts["superuser_reserved_connections"] = int(args.get("superuser_reserved_connections", 3))
+    parts["reserved_connections"] = int(args.get("reserved_connections", 0))
+    return parts, int(args.get("max_connections", 100))
+
+
+def volume_problems(objects: dict, p: dict = PLAN) -> list[str]:
+    """PostgreSQL's volume against the plan's storage for RETENTION_DAYS; its resources against
+    what docs/performance.md asks for."""
+    if ("StatefulSet", "postgres") not in objects:
+        return []  # a managed PostgreSQL: size it by the same plan
+    days = int(_config(objects)["RETENTION_DAYS"])
+    claim = objects[("StatefulSet", "postgres")]["spec"]["volumeClaimTemplates"][0]
+    size_gb = _quantity(claim["spec"]["resources"]["requests"]["storage"]) / 1e9
+    problems = []
+    if size_gb < storage_needed_gb(days, p):
+        problems.append(f"volume {size_gb:.0f} GB < {storage_needed_gb(days, p):.0f} GB the plan needs for "
+                        f"RETENTION_DAYS={days}")
+    requests = k8s_container(objects, "StatefulSet", "postgres")["resources"]["requests"]
+    if _quantity(requests["cpu"]) < p["postgres_cpu"] or _quantity(requests["memory"]) < p["postgres_memory_gib"] * 2**30:
+        problems.append(f"postgres requests {requests} < {p['postgres_cpu']} CPU, {p['postgres_memory_gib']}Gi")
+    return problems
+
+
+def unhashed_config_refs(objects: dict, rendered: bool = False) -> list[str]:
+    """ConfigMaps read by a workload whose name carries no hash of their content: a change
+    there would not roll the pods. Statically: generated by kustomize; rendered: a hashed name."""
+    hashed = {n for (k, n), o in objects.items() if k == "ConfigMap"
+              and (o["metadata"].get("annotations", {}).get(GENERATED) == "true" if not rendered
+                   else re.search(r"-[a-z0-9]{10}$", n))}
+    problems = []
+    for (kind, workload, cname), container, _ in _workload_containers(objects):
+        refs = [s["configMapRef"]["name"] for s in container.get("envFrom", []) if "configMapRef" in s]
+        refs += [e["valueFrom"]["configMapKeyRef"]["name"] for e in container.get("env", [])
+                 if "configMapKeyRef" in e.get("valueFrom", {})]
+        problems += [f"{kind}/{workload}/{cname} reads {r}" for r in refs if r not in hashed]
+    for (kind, workload) in list(objects):
+        if kind in ("Deployment", "StatefulSet", "CronJob", "Job", "DaemonSet"):
+            for volume in _pod_spec(objects, kind, workload).get("volumes", []):
+                name = volume.get("configMap", {}).get("name")
+                if name and name not in hashed:
+                    problems.append(f"{kind}/{workload} mounts {name}")
+    return problems
+
+
+def image_problems(objects: dict, release: bool) -> list[str]:
+    """Images that may change under the same name. Release: every image by a real digest.
+    Otherwise: a tag or a digest, the documented placeholders included, never none or latest."""
+    problems = []
+    for (kind, workload, cname), container, _ in _workload_containers(objects):
+        image = container["image"]
+        digest = DIGEST.search(image)
+        if release and (not digest or digest.group(1) == PLACEHOLDER_DIGEST):
+            problems.append(f"{kind}/{workload}/{cname}: {image}" + (" (placeholder digest)" if digest else " (no digest)"))
+        if not release and not digest and (":" not in image.rsplit("/", 1)[-1] or image.endswith(":latest")):
+            problems.append(f"{kind}/{workload}/{cname}: {image} (no tag)")
+    return problems
+
+
+def tls_problems(objects: dict) -> list[str]:
+    """verify-full with the CA of the Secret postgres-tls in every container that connects."""
+    config = _config(objects)
+    problems = []
+    if config.get("PGSSLMODE") != "verify-full":
+        problems.append(f"PGSSLMODE={config.get('PGSSLMODE')}, not verify-full")
+    if config.get("PGSSLROOTCERT") != f"{CA_DIR}/ca.crt":
+        problems.append(f"PGSSLROOTCERT={config.get('PGSSLROOTCERT')}, not {CA_DIR}/ca.crt")
+    for (kind, workload, cname), container, _ in _workload_containers(objects):
+        values, _ = k8s_env(objects, container)
+        if "DATABASE_URL" not in values and "TRACKER_DB_USER" not in values:
+            continue
+        for item in container.get("env", []):  # single keys taken from the ConfigMap
+            ref = item.get("valueFrom", {}).get("configMapKeyRef")
+            if ref:
+                values[item["name"]] = objects[("ConfigMap", ref["name"])]["data"].get(ref["key"])
+        if values.get("PGSSLMODE") != "verify-full" or values.get("PGSSLROOTCERT") != f"{CA_DIR}/ca.crt":
+            problems.append(f"{kind}/{workload}/{cname}: PGSSLMODE/PGSSLROOTCERT not set")
+        mount = next((m for m in container.get("volumeMounts", []) if m["mountPath"] == CA_DIR), None)
+        volume = next((v for v in _pod_spec(objects, kind, workload).get("volumes", [])
+                       if mount and v["name"] == mount["name"]), {})
+        if volume.get("secret", {}).get("secretName") != "postgres-tls" \
+                or [i["key"] for i in volume["secret"].get("items", [])] != ["ca.crt"]:
+            problems.append(f"{kind}/{workload}/{cname}: the CA (postgres-tls, ca.crt only) not mounted at {CA_DIR}")
+    if ("StatefulSet", "postgres") in objects and _postgres_args(objects).get("ssl") != "on":
+        problems.append("postgres: ssl=on missing")
+    return problems
+
+
+def check_release_shape(objects: dict, label: str, rendered: bool = False) -> None:
+    """The checks that hold for the base and for every overlay."""
+    parts, max_connections = connection_budget(objects)
+    total = sum(parts.values())
+    check(f"{label}: connection budget {total} <= max_connections {max_connections}", total <= max_connections,
+          "; ".join(f"{k}: {v}" for k, v in parts.items()))
+    problems = volume_problems(objects)
+    check(f"{label}: PostgreSQL's volume and resources meet the plan (RETENTION_DAYS="
+          f"{_config(objects)['RETENTION_DAYS']})", not problems, "; ".join(problems))
+    problems = unhashed_config_refs(objects, rendered)
+    check(f"{label}: every ConfigMap a pod reads carries a hash of its content (a change rolls the pods)",
+          not problems, "; ".join(problems))
+    problems = tls_problems(objects)
+    check(f"{label}: TLS to PostgreSQL verified (verify-full, the CA from the Secret postgres-tls)",
+          not problems, "; ".join(problems))
+    short = []
+    for name, ms in (("rasa", PLAN["rasa_cpu_ms"]), ("actions", PLAN["actions_cpu_ms"])):
+        hpa = objects[("HorizontalPodAutoscaler", name)]["spec"]
+        request = _quantity(k8s_container(objects, "Deployment", name)["resources"]["requests"]["cpu"])
+        at_target = hpa["maxReplicas"] * request * hpa["metrics"][0]["resource"]["target"]["averageUtilization"] / 100
+        need = plan()["burst_messages_per_second"] * ms / 1000
+        if at_target < need:
+            short.append(f"{name}: {at_target:.2f} cores at the HPA's maximum and target < {need:.2f}")
+    check(f"{label}: the autoscalers' maxima carry the plan's bursts at their CPU targets", not short, "; ".join(short))
+    otp_cap = int(_config(objects)["OTP_MAX_SENDS_PER_MINUTE"])
+    needed = plan()["otp_per_minute_burst"]
+    check(f"{label}: OTP_MAX_SENDS_PER_MINUTE {otp_cap} >= the plan's {needed:.0f} codes a minute",
+          otp_cap >= needed)
+
+
+def check_releases(objects: dict, image_text: str) -> None:
+    """The base: the model shipped is the model tested, migrations run once in a Job."""
+    check("Dockerfile: no training; the tested model copied and checked against MODEL_SHA256",
+          "rasa train" not in image_text and "COPY models/current.tar.gz models/current.tar.gz" in image_text
+          and re.search(r"ARG MODEL_SHA256\b", image_text) is not None
+          and '"$MODEL_SHA256  models/current.tar.gz" | sha256sum -c -' in image_text)
+    job = objects.get(("Job", "migrate"))
+    check("k8s: the migration runs once, as the Job migrate",
+          job is not None and k8s_container(objects, "Job", "migrate")["command"] == MIGRATION_COMMAND
+          and job["spec"]["template"]["spec"]["restartPolicy"] == "Never")
+    waiting = []
+    for name in ("rasa", "actions"):
+        spec = _pod_spec(objects, "Deployment", name)
+        inits = [c.get("command", [])[:4] for c in spec.get("initContainers", [])]
+        if ["python", "-m", "backend.migrate", "--wait"] not in inits:
+            waiting.append(name)
+        if any(c.get("command") == MIGRATION_COMMAND for c in spec.get("containers", []) + spec.get("initContainers", [])):
+            waiting.append(f"{name} migrates itself")
+    check("k8s: the pods of rasa and actions wait for the schema (wait-for-schema), none migrates",
+          not waiting, ", ".join(waiting))
+    import copy
+
+    pinned = copy.deepcopy(objects)
+    for entry in yaml.safe_load((K8S / "kustomization.yaml").read_text()).get("images", []):
+        image = entry.get("newName", entry["name"]) + (f":{entry['newTag']}" if "newTag" in entry else "") \
+            + (f"@{entry['digest']}" if "digest" in entry else "")
+        for _, container, _ in _workload_containers(pinned):
+            if container["image"] == entry["name"]:
+                container["image"] = image
+    problems = image_problems(pinned, release=False)
+    check("k8s base: every image has a tag or a digest (placeholders allowed here)", not problems, "; ".join(problems))
+    pg_db = {e["name"]: e.get("value") for e in k8s_container(objects, "StatefulSet", "postgres")["env"]}.get("POSTGRES_DB")
+    check("k8s postgres: POSTGRES_DB is TRACKER_DB_NAME", pg_db == _config(objects)["TRACKER_DB_NAME"])
+
+
+def kustomize(target: Path) -> dict:
+    """Render a kustomization with kubectl."""
+    import subprocess
+
+    done = subprocess.run(["kubectl", "kustomize", str(target)], capture_output=True, text=True, timeout=120)
+    if done.returncode:
+        raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "kubectl kustomize failed")
+    return {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(done.stdout) if d}
+
+
+def check_overlays(release: Path | None) -> None:
+    targets = [K8S] + sorted(p for p in OVERLAYS.iterdir() if (p / "kustomization.yaml").exists())
+    if release is not None and release.resolve() not in [t.resolve() for t in targets]:
+        targets.append(release)
+    check("overlays: staging and production exist",
+          {p.name for p in targets} >= {"staging", "production"}, str([p.name for p in targets]))
+    import shutil
+
+    if shutil.which("kubectl") is None:
+        print("skip rendering the base and the overlays (kustomize): kubectl not found")
+        if release is not None:
+            check(f"--release {release}: rendered to check its images", False, "kubectl not found")
+        return
+    for target in targets:
+        label = f"kustomize {target.relative_to(ROOT) if target.is_relative_to(ROOT) else target}"
+        try:
+            objects = kustomize(target)
+        except RuntimeError as error:
+            check(f"{label} renders", False, str(error))
+            continue
+        check(f"{label} renders", True)
+        check_release_shape(objects, label, rendered=True)
+        if release is not None and target.resolve() == release.resolve():
+            problems = image_problems(objects, release=True)
+            check(f"{label}: --release: every image pinned by a real digest", not problems, "; ".join(problems))
+
+
 def check_image(copies: list[str]) -> None:
     copied = {c.rstrip("/") for c in copies}
     needed = {"requirements.txt", "requirements.lock", "endpoints.yml", "credentials.yml", "logging.yml",
@@ -617,6 +934,8 @@ def check_routes(used: dict[str, set[str]]) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fast", action="store_true", help="skip building the Sanic apps (route checks)")
+    parser.add_argument("--release", type=Path, metavar="OVERLAY",
+                        help="also refuse placeholder digests and tags in this overlay (e.g. deploy/overlays/production)")
     args = parser.parse_args()
     check_yaml()
     objects = k8s_objects()
@@ -627,6 +946,9 @@ def main() -> int:
     check_database_roles(objects, compose)
     check_backup(objects)
     check_image(copies)
+    check_releases(objects, (DEPLOY / "Dockerfile").read_text())
+    check_release_shape(objects, "k8s base")
+    check_overlays(args.release)
     if not args.fast:
         check_routes(used)
     print(f"{len(passed)} passed, {len(failed)} failed")

@@ -44,6 +44,10 @@ def main() -> None:
     installed = patches.install(selection) if selection else ()
     # Before Rasa configures logging, so written as one line of our own on stderr.
     print(f"rasa_server: {patches.describe(installed)}", file=sys.stderr, flush=True)
+    if sys.argv[1:2] == ["run"]:
+        from rasa_server import model_id
+
+        print(f"rasa_server: {model_id.describe(sys.argv[2:])}", file=sys.stderr, flush=True)
     from rasa.__main__ import main as rasa_main
 
     sys.argv[0] = "rasa"

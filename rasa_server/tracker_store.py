@@ -57,8 +57,9 @@ from rasa_server.jsonio import dumps, keep_last, remember_json
 
 
 NOTHING_STORED_SIZE = 1024
-# Statements of one process at once (as many as SQLAlchemy's default pool and overflow allow).
-POOL_SIZE = 15
+# Statements of one process at once: SQL_POOL_SIZE + SQL_MAX_OVERFLOW (Rasa's pool settings;
+# SQLAlchemy's defaults 5 + 10 when unset), the figure deploy/check.py counts per Rasa worker.
+POOL_SIZE = int(os.environ.get("SQL_POOL_SIZE", "5")) + int(os.environ.get("SQL_MAX_OVERFLOW", "10"))
 
 
 class TrackerStoreUnavailable(BaseException):
@@ -111,6 +112,8 @@ class StrictSQLTrackerStore(SQLTrackerStore):
             # Reads and saves below are PostgreSQL's SQL (endpoints.yml: dialect postgresql).
             raise ValueError(f"StrictSQLTrackerStore needs PostgreSQL, not {url.get_backend_name()}")
         kwargs = create_engine_kwargs(url)
+        # The ORM engine runs only Rasa's own count, synchronously (one at a time per process).
+        kwargs.update(pool_size=1, max_overflow=0)
         if os.environ.get("TRACKER_SYNCHRONOUS_COMMIT", "off") == "off":
             options = kwargs.setdefault("connect_args", {}).get("options", "")
             kwargs["connect_args"]["options"] = f"{options} -csynchronous_commit=off".strip()
