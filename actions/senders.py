@@ -13,20 +13,18 @@ from typing import Callable
 
 import requests
 
+from actions import wording
 from backend.otp import CHANGE_PHONE, LOGIN, OtpSender
 from backend.settings import Settings
 
-# The text of an SMS or outbox message (the gateway's, not the chat's: no Rasa response).
-MESSAGES = {
-    LOGIN: "Kode verifikasi Asisten Sertifikat Vaksin: {code}. Berlaku {minutes} menit. "
-           "JANGAN berikan kode ini kepada siapa pun, termasuk petugas.",
-    CHANGE_PHONE: "Kode untuk menjadikan nomor ini nomor HP akun Asisten Sertifikat Vaksin: {code}. "
-                  "Berlaku {minutes} menit. Abaikan jika Anda tidak memintanya.",
-}
+# The SMS of each purpose: a response in domain.yml, as every word a citizen reads.
+MESSAGES = {LOGIN: "utter_otp_sms_login", CHANGE_PHONE: "utter_otp_sms_change_phone"}
+for _name in MESSAGES.values():
+    wording.template(_name)  # a response missing from domain.yml stops the start, not a login
 
 
 def message(code: str, ttl_seconds: int, purpose: str) -> str:
-    return MESSAGES[purpose].format(code=code, minutes=max(1, ttl_seconds // 60))
+    return wording.text(MESSAGES[purpose], code=code, minutes=max(1, ttl_seconds // 60))
 
 
 class OutboxSender:

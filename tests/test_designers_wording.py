@@ -29,7 +29,6 @@ NOT_CHAT = {
     "actions/server.py": "the certificate download and verification web pages (HTML)",
     "backend/certificates.py": "the PDF certificate's own labels",
     "backend/signing.py": "the QR verifier's verdicts (web page and `make verify-certificate`)",
-    "actions/senders.py": "the SMS text of the code (sent by the gateway, not the chat)",
     "backend/seed.py": "demo data",
 }
 KNOWN = {
