@@ -111,7 +111,7 @@ PARTICLES = {"id": ["", " kak", " min", " dong", " ya", " pak", " bu", " mas", "
 NAMES = ["budi", "siti", "agus", "dewi", "rina", "andi", "wati", "joko", "yusuf", "putri", "eko", "ayu",
          "rudi", "lina", "hendra", "fajar", "indah", "bayu", "rini", "tono"]
 # Words a typo would change the meaning of: the channel reads them as data (actions/parsing.py).
-KEEP_AS_TYPED = {"ya", "iya", "betul", "benar", "yes", "2", "kedua", "dosis"}
+KEEP_AS_TYPED = {"ya", "iya", "betul", "benar", "yes", "2", "kedua", "dosis", "email"}
 
 
 class MixTexts:
