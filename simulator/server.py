@@ -1,4 +1,4 @@
-"""The simulator's server: the fake Graph API of whatsapp.fake_graph with the chat page on top.
+"""The simulator's server: the fake Graph API of simulator.fake_graph with the chat page on top.
 
 One aiohttp server plays Meta for the channel (the Graph API routes of FakeGraph; the citizen's
 messages delivered to the channel's webhook, signed) and serves the page that plays the phone:
@@ -30,7 +30,7 @@ from typing import Any
 import requests
 from aiohttp import web
 
-from whatsapp.fake_graph import ChatEntry, FakeGraph, button_reply, list_reply, text
+from simulator.fake_graph import ChatEntry, FakeGraph, button_reply, list_reply, text
 
 log = logging.getLogger(__name__)
 

@@ -27,6 +27,11 @@ FORBIDDEN = {
     "rasa_server": (*CHANNELS, "actions", "tools", "simulator"),
     "nlu_components": ("backend", "actions", "rasa_server", *CHANNELS, "tools", "simulator"),
 }
+# What ships imports no test double: the fakes live in simulator/ and tests/ (issue 19).
+PRODUCTION = ("actions", "backend", "rasa_server", "rest", "whatsapp")
+FAKES = ("simulator", "tests")
+for _package in PRODUCTION:
+    FORBIDDEN[_package] = tuple(dict.fromkeys((*FORBIDDEN[_package], *FAKES)))
 
 # (module file, imported module) allowed against the rules above, and why. Only assembling
 # code: the place that picks an implementation and hands it to the layer below.
@@ -87,6 +92,14 @@ def test_layers_point_one_way():
     assert found == [], "imports against the layers (tests/test_layers.py FORBIDDEN):\n  " + "\n  ".join(found)
 
 
+def test_production_packages_import_no_fake():
+    """Checked on its own so a change to the layer rules cannot let a fake into what ships."""
+    found = [v for v in violations() if v.split(" imports ")[1].split(".")[0] in FAKES]
+    assert found == []
+    assert all(set(FAKES) <= set(FORBIDDEN[package]) for package in PRODUCTION)
+    assert not list((ROOT / "whatsapp").glob("fake*.py")), "fakes belong in simulator/ or tests/"
+
+
 def test_backend_reads_no_rasa_file():
     """The words the backend says are handed in (backend.wording): no backend module names
     domain.yml or endpoints.yml in its code."""
@@ -117,6 +130,8 @@ def _is_docstring(tree: ast.AST, constant: ast.Constant) -> bool:
     ("from .. import tools\n", ["backend/m.py:1 imports tools"]),
     ("from . import db\nimport json\n", []),
     ("__import__('rasa_sdk')\n", ["backend/m.py:1 imports rasa_sdk"]),
+    ("from simulator.fake_graph import FakeGraph\n", ["backend/m.py:1 imports simulator.fake_graph"]),
+    ("from tests.whatsapp_support import x\n", ["backend/m.py:1 imports tests.whatsapp_support"]),
 ])
 def test_the_reader_finds_imports_however_written(tmp_path, source, expected):
     (tmp_path / "backend").mkdir()

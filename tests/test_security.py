@@ -1,22 +1,17 @@
-"""Access, privacy and bad input: the action server's token, masked logs, the retention job,
-and the REST channel's handling of malformed bodies and failed turns."""
+"""Access and privacy: the action server's token, masked logs, certificate links, production
+settings. The retention job's tests are in tests/test_retention.py, the REST channel's in
+tests/test_rest_channel.py."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-from datetime import timedelta
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from rasa.core.channels.channel import CollectingOutputChannel, UserMessage
-from sanic import Sanic
 
 from backend.logmask import MaskingFilter, mask_text
-from backend.retention import purge
-from rest.channel import APOLOGY, RestInput, answer_turn
 
 from test_actions import tracker as make_tracker
 
@@ -110,157 +105,6 @@ def test_certificate_links_404_when_wrong_or_expired(action_client, backend, out
     clock.advance(backend.settings.certificate_link_ttl_seconds)
     _, expired = action_client.get(f"/certificates/{token}.pdf")
     assert expired.status == 404
-
-
-# --- retention ---------------------------------------------------------------------------------
-
-
-def test_purge_deletes_what_is_older_than_the_retention(backend, outbox, clock):
-    backend.otp.request("old", "+6281234567002")
-    backend.otp.verify("old", outbox.last_code("+6281234567002"))
-    backend.repo.create_certificate_link("old", 1)
-    clock.advance(31 * 24 * 3600)
-    backend.otp.request("new", "+6281234567003")
-    deleted = purge(backend.db, 30, now=clock())
-    assert (deleted["otp_challenges"], deleted["auth_sessions"], deleted["certificate_links"]) == (1, 1, 1)
-    rows = backend.db.run(lambda cur: (cur.execute("SELECT conversation_id FROM otp_challenges"), cur.fetchall())[1])
-    assert [r["conversation_id"] for r in rows] == ["new"]
-    kept = backend.db.run(lambda cur: (cur.execute("SELECT count(*) AS n FROM audit_log"), cur.fetchone())[1])
-    assert kept["n"] == 1  # the audit log stays
-    assert purge(backend.db, 30, now=clock() + timedelta(seconds=1))["otp_challenges"] == 0
-
-
-def test_purge_goes_in_batches_and_keeps_what_a_returning_citizen_wrote(backend, database_url, clock, monkeypatch):
-    import asyncio
-
-    from rasa.shared.core.events import UserUttered
-    from rasa.shared.core.trackers import DialogueStateTracker
-
-    from backend import retention
-    from conftest import make_store
-
-    monkeypatch.setattr(retention, "BATCH", 2)
-    for n in range(5):
-        backend.otp.request(f"old-{n}", f"+628123456700{n + 1}")
-    store = make_store(database_url)
-    old, new = clock().timestamp(), clock().timestamp() + 31 * 24 * 3600
-    conversations = {f"retention-old-{n}": [old, old + 1] for n in range(5)}
-    conversations["retention-returning"] = [old, new]  # wrote again after a month: the old event goes
-    for sender, stamps in conversations.items():
-        tracker = DialogueStateTracker.from_events(sender, [UserUttered("halo", timestamp=t) for t in stamps])
-        asyncio.run(store.save(tracker))
-    clock.advance(31 * 24 * 3600)
-
-    find_open = retention._open_session_starts
-
-    def citizen_writes_when_the_job_starts(db, epoch):
-        found = find_open(db, epoch)
-        tracker = asyncio.run(store.retrieve("retention-old-0"))
-        tracker.update(UserUttered("saya kembali", timestamp=new))
-        asyncio.run(store.save(tracker))
-        return found
-
-    monkeypatch.setattr(retention, "_open_session_starts", citizen_writes_when_the_job_starts)
-    deleted = purge(backend.db, 30, now=clock())
-    store.dispose()
-    assert deleted["otp_challenges"] == 5  # three batches of at most 2
-    assert deleted["events"] == 11  # every old event, in six batches of at most 2
-    left = backend.db.run(lambda cur: (cur.execute(
-        "SELECT sender_id, count(*) AS n FROM events WHERE sender_id LIKE 'retention-%%' GROUP BY sender_id"
-        " ORDER BY sender_id"), cur.fetchall())[1])
-    assert [(r["sender_id"], r["n"]) for r in left] == [("retention-old-0", 1), ("retention-returning", 1)]
-
-
-def test_a_failing_rule_does_not_stop_the_others_and_fails_the_job(backend, database_url, clock, monkeypatch, caplog):
-    from backend import retention
-
-    backend.otp.request("old", "+6281234567002")
-    clock.advance(31 * 24 * 3600)
-    broken = [("tickets", "renamed_column < %(cutoff)s")]
-    monkeypatch.setattr(retention, "RULES", broken + retention.RULES)
-    with pytest.raises(retention.PurgeFailed) as failure:
-        purge(backend.db, 30, now=clock())
-    assert failure.value.failed == {"tickets": "UndefinedColumn"}
-    assert failure.value.deleted["otp_challenges"] == 1  # purged all the same
-    assert "retention: tickets not purged (UndefinedColumn)" in caplog.text
-
-    # The job itself ends in failure, so that the CronJob shows it.
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    monkeypatch.setattr("sys.argv", ["retention", "--days", "30"])
-    with pytest.raises(SystemExit) as exit_status:
-        retention.main()
-    assert exit_status.value.code == 1
-
-
-# --- the REST channel --------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def rest_app():
-    Sanic.test_mode = True
-    app = Sanic("rest_channel_test")
-    state = {"handler": None}
-
-    async def on_new_message(message: UserMessage):
-        await state["handler"](message)
-
-    app.blueprint(RestInput().blueprint(on_new_message), url_prefix="/webhooks/rest")
-    app.ctx.state = state
-    return app
-
-
-def post(app, body, handler=None):
-    async def echo(message):
-        await message.output_channel.send_text_message(message.sender_id, f"echo {message.text}")
-
-    app.ctx.state["handler"] = handler or echo
-    _, reply = app.test_client.post("/webhooks/rest/webhook", **body)
-    return reply
-
-
-def test_rest_channel_answers_and_refuses_malformed_bodies(rest_app):
-    assert post(rest_app, {"json": {"sender": "u1", "message": "halo"}}).json == [
-        {"recipient_id": "u1", "text": "echo halo"}]
-    for bad in ({"data": "not json"}, {"json": ["a"]}, {"json": {"message": "halo"}},
-                {"json": {"sender": "", "message": "x"}}, {"json": {"sender": "a b", "message": "x"}},
-                {"json": {"sender": "u1", "message": 5}}, {"json": {"sender": "x" * 200, "message": "x"}},
-                {"json": {"sender": "6281234567001", "message": "x"}}, {"json": {"sender": "+62812", "message": "x"}}):
-        assert post(rest_app, bad).status == 400
-    long = post(rest_app, {"json": {"sender": "u1", "message": "a" * 5000}}).json
-    assert "terlalu panjang" in long[0]["text"]
-
-
-def test_a_failed_or_silent_turn_gets_an_apology(rest_app, caplog):
-    async def fail(message):
-        raise RuntimeError("database gone 081234567001")
-
-    async def silent(message):
-        return None
-
-    for handler in (fail, silent):
-        reply = post(rest_app, {"json": {"sender": "u1", "message": "kode 123456"}}, handler)
-        assert reply.json == [{"recipient_id": "u1", "text": APOLOGY}]
-    assert "123456" not in caplog.text and "081234567001" not in caplog.text
-
-
-def test_a_slow_turn_is_cut_short(monkeypatch):
-    monkeypatch.setenv("TURN_TIMEOUT_SECONDS", "0.2")
-
-    async def slow(message):
-        await asyncio.sleep(5)
-
-    collector = CollectingOutputChannel()
-    message = UserMessage("halo", collector, "u1")
-    started = asyncio.run(_timed(answer_turn(slow, message, collector, "rest")))
-    assert started < 1.0
-    assert collector.messages == [{"recipient_id": "u1", "text": APOLOGY}]
-
-
-async def _timed(coro) -> float:
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    await coro
-    return loop.time() - start
 
 
 def test_production_settings_refuse_missing_secrets_and_skip_demo_data(tmp_path):

@@ -19,7 +19,7 @@ from conftest import free_port
 from test_security import webhook_body
 # The WhatsApp channel on a real server, the fake Graph API and the stand-in for Rasa.
 from test_whatsapp_channel import fake, post, rasa, server, wa_settings  # noqa: F401
-from whatsapp.fake_graph import sticker, text, webhook
+from simulator.fake_graph import sticker, text, webhook
 from whatsapp_support import CITIZEN
 
 # --- the action server -------------------------------------------------------------------------

@@ -5,7 +5,7 @@ download token.
 The certificate turns are real: the action (ActionSendCertificate) on the test backend, its
 responses made into bot messages by Rasa's own code (RemoteAction._utter_responses with the
 domain's templates), the conversation saved by our tracker store on the test PostgreSQL. The
-Graph API is whatsapp.fake_graph.FakeGraph; the other servers are aiohttp apps on loopback.
+Graph API is simulator.fake_graph.FakeGraph; the other servers are aiohttp apps on loopback.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from conftest import make_store, serve_on_loopback
 from rasa_server import jsonio
 from test_actions import run, tracker, verify
 from whatsapp.channel import WhatsAppInput
-from whatsapp.fake_graph import FakeGraph, post_webhook
+from simulator.fake_graph import FakeGraph, post_webhook
 from whatsapp.settings import WhatsAppSettings
 from whatsapp_support import APP_SECRET, CITIZEN, VERIFY_TOKEN, ChannelServer, Rasa, payload
 

@@ -209,7 +209,7 @@ def test_handoff_outside_hours(backend, clock):
 
 def test_whatsapp_notification_through_the_fake_graph_api(backend):
     """Inside the 24-hour window a text message; after it, the notice template."""
-    from whatsapp.fake_graph import FakeGraph
+    from simulator.fake_graph import FakeGraph
     from whatsapp.notify import send_notification
     from whatsapp.settings import WhatsAppSettings
 

@@ -4,7 +4,7 @@ Handshake, signatures, deduplication, order, message types, button and list mapp
 retries, apologies.
 
 The channel is served by a real Sanic server (tests/whatsapp_support.py) so that its background
-turns run as in Rasa; the Graph API is whatsapp.fake_graph.FakeGraph; the dedupe table is in the
+turns run as in Rasa; the Graph API is simulator.fake_graph.FakeGraph; the dedupe table is in the
 test PostgreSQL.
 """
 
@@ -22,7 +22,7 @@ import requests
 from backend.db import Database
 from whatsapp import texts
 from whatsapp.channel import WhatsAppInput
-from whatsapp.fake_graph import (FakeGraph, button_reply, post_webhook, sticker, status, text,
+from simulator.fake_graph import (FakeGraph, button_reply, post_webhook, sticker, status, text,
                                  webhook)
 from whatsapp.settings import WhatsAppSettings
 from whatsapp_support import (APP_SECRET, CITIZEN, OTHER, TOKEN, VERIFY_TOKEN, ChannelServer, FileServer,

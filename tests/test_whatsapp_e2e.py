@@ -15,7 +15,7 @@ from pypdf import PdfReader
 
 from tools.stack import MODEL, Stack
 from whatsapp import texts
-from whatsapp.fake_graph import FakeGraph
+from simulator.fake_graph import FakeGraph
 from whatsapp_support import APP_SECRET, CITIZEN, VERIFY_TOKEN, free_port
 
 pytestmark = pytest.mark.skipif(not MODEL.exists(), reason="no trained model: run `make train`")
@@ -63,7 +63,7 @@ def bodies(messages: list[dict]) -> str:
 def test_certificate_download_over_whatsapp(stack, fake, backend, database_url):
     from conftest import Outbox
 
-    phone = fake.phone(CITIZEN)  # whatsapp.fake_graph.Phone, as the simulator's page uses it
+    phone = fake.phone(CITIZEN)  # simulator.fake_graph.Phone, as the simulator's page uses it
     [greeting] = phone.say("halo")
     assert greeting["type"] == "interactive" and greeting["interactive"]["type"] == "button"
     buttons = [b["reply"] for b in greeting["interactive"]["action"]["buttons"]]

@@ -11,7 +11,7 @@ import pytest
 
 from backend import Settings
 from conftest import assembled
-from whatsapp.fake_graph import FakeGraph
+from simulator.fake_graph import FakeGraph
 from whatsapp.otp import WhatsAppOtpSender
 
 BUDI = "+6281234567001"

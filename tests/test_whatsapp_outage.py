@@ -6,7 +6,7 @@ gone mid-turn, a process stopped mid-turn) gets the apology once and is run agai
 are back; Meta redelivering the same payloads changes nothing. Each message ends with exactly
 one normal answer.
 
-The channel on a real Sanic server, the fake Meta (whatsapp/fake_graph.py), a stand-in for Rasa
+The channel on a real Sanic server, the fake Meta (simulator/fake_graph.py), a stand-in for Rasa
 (tests/whatsapp_support.py); the database-down case on an embedded PostgreSQL of its own, so
 that stopping it does not disturb the other tests.
 """
@@ -28,7 +28,7 @@ from conftest import free_port
 from tools.stack import MODEL, ROOT, Stack
 from whatsapp import texts
 from whatsapp.channel import WhatsAppInput
-from whatsapp.fake_graph import FakeGraph, post_webhook, text, webhook
+from simulator.fake_graph import FakeGraph, post_webhook, text, webhook
 from whatsapp.settings import WhatsAppSettings
 from whatsapp_support import APP_SECRET, CITIZEN, OTHER, VERIFY_TOKEN, ChannelServer, Rasa
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from hypothesis import given, settings, strategies as st
 
 from whatsapp import outbound, texts
-from whatsapp.fake_graph import problem_with
+from simulator.fake_graph import problem_with
 
 TO = "6281234567002"
 MENU = [{"title": "Download Sertifikat", "payload": "/download_certificate"},

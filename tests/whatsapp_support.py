@@ -20,7 +20,7 @@ from rasa.core.channels.channel import UserMessage
 from sanic import Sanic
 
 from conftest import free_port
-from whatsapp.fake_graph import new_wamid
+from simulator.fake_graph import new_wamid
 from whatsapp.channel import WhatsAppInput
 
 PAYLOADS = Path(__file__).resolve().parent / "whatsapp_payloads"

@@ -7,12 +7,15 @@
     python -m tools.bench --duration 10 --rounds 1 --users 1,4,16
     python -m tools.bench --patches rule_index --users 16   # RASA_PATCHES=all against all but
                                                 #   rule_index: what that patch buys
+    python -m tools.bench --texts new --users 16  # only texts never sent before in the run
 
 Our citizens go through real flows over the REST channel: greeting, status with the OTP read
 from the outbox, download of a certificate (and the PDF behind the link), change of e-mail.
 Stock Rasa is `rasa init`'s assistant, trained in var/bench/stock with this project's Rasa,
 driven with its own greet / mood / goodbye turns. Rounds alternate between the two so machine
-noise hits both alike. Prints a table (with the CPU time the Rasa process spent per turn) and
+noise hits both alike. Each runs twice (--texts mix,new): the realistic mix, where citizens
+repeat the usual texts, and every text new (a phrasing, a particle, a name, a typo: NewTexts),
+where no cache of parsed texts can hit, reported as ours_new and stock_new beside them. Prints a table (with the CPU time the Rasa process spent per turn) and
 writes results/bench.json and results/bench.png.
 The stack it starts raises the OTP send limits (load tests may; nothing else changes).
 """
@@ -71,6 +74,101 @@ class OutboxReader:
         return self.codes.pop(phone, None)
 
 
+# --- texts: the realistic mix, or every one new -------------------------------------------------
+
+TEXT_KINDS = ("mix", "new")
+
+# What a citizen writes for each step of a flow, as the realistic mix sends it every time.
+MIX_TEXTS = {"greet": "halo", "check_vaccination_status": "cek status vaksin saya",
+             "download_certificate": "download sertifikat", "dose_2": "2",
+             "change_personal_info": "mau ganti email", "affirm": "ya", "goodbye": "selesai"}
+# The same steps said the ways citizens say them; NewTexts varies them further.
+NEW_TEXTS = {
+    "greet": ["halo", "hai", "halo kak", "selamat pagi", "selamat siang", "selamat sore", "permisi",
+              "hallo", "pagi min"],
+    "check_vaccination_status": ["cek status vaksin saya", "mau cek status vaksin", "tolong cek status vaksin saya",
+                                 "cek status vaksinasi saya", "saya mau cek status vaksin", "status vaksin saya"],
+    "download_certificate": ["download sertifikat", "mau download sertifikat", "download sertifikat vaksin",
+                             "saya mau download sertifikat", "tolong download sertifikat saya",
+                             "minta download sertifikat vaksin"],
+    "dose_2": ["2", "kedua", "dosis 2", "dosis kedua", "yang kedua", "yg kedua", "dosis yang kedua"],
+    "change_personal_info": ["mau ganti email", "ganti email saya", "saya mau ganti email", "tolong ganti email",
+                             "mau ganti alamat email", "ganti email dong"],
+    "affirm": ["ya", "iya", "ya benar", "iya betul", "betul", "ya sudah benar", "iya benar"],
+    "goodbye": ["selesai", "sudah selesai", "sampai jumpa", "dadah", "selesai dulu", "sudah selesai ya"],
+    # stock Rasa's `rasa init` assistant
+    "en_greet": ["hello", "hi", "hey", "hi there", "hello there", "good morning", "good evening"],
+    "en_mood_great": ["I am feeling great", "I am good", "feeling very good", "I am great", "so good today",
+                      "I feel wonderful"],
+    "en_mood_unhappy": ["I am sad", "I feel sad", "I am unhappy", "feeling bad today", "I am not good",
+                        "very sad"],
+    "en_affirm": ["yes", "yes indeed", "of course", "that sounds good", "correct"],
+    "en_bot_challenge": ["are you a bot?", "am I talking to a bot?", "are you a human?", "am I talking to a human?"],
+    "en_goodbye": ["bye", "goodbye", "see you later", "see you around", "have a nice day", "bye bye"],
+}
+PARTICLES = {"id": ["", " kak", " min", " dong", " ya", " pak", " bu", " mas", " mbak", " gan", " sis"],
+             "en": ["", " please", " then", " now", " friend", " again", " today"]}
+NAMES = ["budi", "siti", "agus", "dewi", "rina", "andi", "wati", "joko", "yusuf", "putri", "eko", "ayu",
+         "rudi", "lina", "hendra", "fajar", "indah", "bayu", "rini", "tono"]
+# Words a typo would change the meaning of: the channel reads them as data (actions/parsing.py).
+KEEP_AS_TYPED = {"ya", "iya", "betul", "benar", "yes", "2", "kedua", "dosis", "email"}
+
+
+class MixTexts:
+    """The realistic mix: each step's usual text, the same every flow."""
+
+    kind = "mix"
+
+    def __call__(self, step: str) -> str:
+        return MIX_TEXTS[step]
+
+
+class NewTexts:
+    """Every text never sent before in the run, so that no cache of parsed texts can hit: a
+    usual phrasing, a particle, now and then a name, a typo (a letter doubled or dropped)."""
+
+    kind = "new"
+
+    def __init__(self, seed: int | None = None):
+        self.random = random.Random(seed)
+        self.seen: set[str] = set()
+
+    def __call__(self, step: str) -> str:
+        for attempt in range(2000):
+            text = self._variant(step, typos=self.random.random() < 0.5 or attempt > 20, more=attempt // 200)
+            if text not in self.seen:
+                self.seen.add(text)
+                return text
+        raise RuntimeError(f"no new text left for {step}")  # not reached at bench sizes
+
+    def _variant(self, step: str, typos: bool, more: int) -> str:
+        language = "en" if step.startswith("en_") else "id"
+        text, question = self.random.choice(NEW_TEXTS[step]), ""
+        if text.endswith("?"):
+            text, question = text[:-1], "?"
+        text += self.random.choice(PARTICLES[language]) + question
+        if step in ("greet", "en_greet") and self.random.random() < 0.5:
+            name = self.random.choice(NAMES)
+            text += f", saya {name}" if language == "id" else f", I am {name.title()}"
+        for _ in range(typos + more):
+            text = self._typo(text)
+        return text
+
+    def _typo(self, text: str) -> str:
+        words = text.split(" ")
+        free = [i for i, w in enumerate(words) if len(w) >= 4 and w.isalpha() and w.lower() not in KEEP_AS_TYPED]
+        if not free:
+            return text
+        i = self.random.choice(free)
+        word, at = words[i], self.random.randrange(1, len(words[i]) - 1)
+        words[i] = word[:at] + word[at] + word[at:] if self.random.random() < 0.6 else word[:at] + word[at + 1:]
+        return " ".join(words)
+
+
+def texts_for(kind: str, seed: int | None = None) -> MixTexts | NewTexts:
+    return MixTexts() if kind == "mix" else NewTexts(seed)
+
+
 # --- simulated users -----------------------------------------------------------------------------
 
 
@@ -102,14 +200,15 @@ class Client:
         return text_out
 
 
-async def citizen(client: Client, outbox: OutboxReader, phones: asyncio.Queue, deadline: float) -> None:
+async def citizen(client: Client, outbox: OutboxReader, phones: asyncio.Queue, deadline: float,
+                  texts: MixTexts | NewTexts) -> None:
     """One citizen after another: status (verifies), download, change of e-mail, goodbye."""
     while time.monotonic() < deadline:
         phone = await phones.get()
         sender = f"bench-{uuid.uuid4().hex[:12]}"
         ok = True
-        await client.say(sender, "halo")
-        await client.say(sender, "cek status vaksin saya")
+        await client.say(sender, texts("greet"))
+        await client.say(sender, texts("check_vaccination_status"))
         await client.say(sender, "0" + phone[3:])
         code = None
         for _ in range(50):  # the code is in the outbox once the reply came back
@@ -123,8 +222,8 @@ async def citizen(client: Client, outbox: OutboxReader, phones: asyncio.Queue, d
         else:
             reply = await client.say(sender, code)
             ok = "Status vaksinasi" in reply
-            await client.say(sender, "download sertifikat")
-            reply = await client.say(sender, "2")
+            await client.say(sender, texts("download_certificate"))
+            reply = await client.say(sender, texts("dose_2"))
             link = re.search(r"https?://\S+\.pdf", reply)
             if link:
                 started = time.perf_counter()
@@ -137,11 +236,11 @@ async def citizen(client: Client, outbox: OutboxReader, phones: asyncio.Queue, d
                     ok = False
             else:
                 ok = False
-            await client.say(sender, "mau ganti email")
+            await client.say(sender, texts("change_personal_info"))
             await client.say(sender, f"warga{random.randint(1, 10**6)}@example.com")
-            reply = await client.say(sender, "ya")
+            reply = await client.say(sender, texts("affirm"))
             ok = ok and "berhasil" in reply
-            await client.say(sender, "selesai")
+            await client.say(sender, texts("goodbye"))
         client.sample.flows += ok
         client.sample.errors += not ok
         phones.put_nowait(phone)  # back at the end of the queue: reused after others
@@ -152,16 +251,24 @@ STOCK_TURNS = [["hello", "I am feeling great", "bye"],
                ["hey", "are you a bot?", "very good", "see you later"]]
 
 
-async def stock_user(client: Client, deadline: float) -> None:
+STOCK_STEPS = [["en_greet", "en_mood_great", "en_goodbye"],
+               ["en_greet", "en_mood_unhappy", "en_affirm", "en_goodbye"],
+               ["en_greet", "en_bot_challenge", "en_mood_great", "en_goodbye"]]
+
+
+async def stock_user(client: Client, deadline: float, texts: MixTexts | NewTexts) -> None:
     while time.monotonic() < deadline:
         sender = f"stock-{uuid.uuid4().hex[:12]}"
-        for text in random.choice(STOCK_TURNS):
+        flow = random.randrange(len(STOCK_TURNS))
+        said = STOCK_TURNS[flow] if texts.kind == "mix" else [texts(step) for step in STOCK_STEPS[flow]]
+        for text in said:
             await client.say(sender, text)
         client.sample.flows += 1
 
 
 async def drive(url: str, users: int, seconds: float, kind: str, outbox: OutboxReader | None,
-                phones: asyncio.Queue | None) -> Sample:
+                phones: asyncio.Queue | None, texts: MixTexts | NewTexts | None = None) -> Sample:
+    texts = texts or MixTexts()
     sample = Sample()
     deadline = time.monotonic() + seconds
     timeout = aiohttp.ClientTimeout(total=30)
@@ -170,13 +277,29 @@ async def drive(url: str, users: int, seconds: float, kind: str, outbox: OutboxR
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         client = Client(session, url, sample)
         if kind == "ours":
-            tasks = [citizen(client, outbox, phones, deadline) for _ in range(users)]
+            tasks = [citizen(client, outbox, phones, deadline, texts) for _ in range(users)]
         else:
-            tasks = [stock_user(client, deadline) for _ in range(users)]
+            tasks = [stock_user(client, deadline, texts) for _ in range(users)]
         started = time.monotonic()
         await asyncio.gather(*tasks)
         sample.elapsed = time.monotonic() - started
     return sample
+
+
+def run_name(target: str, texts: str) -> str:
+    """The name a run is reported under: the target's for the mix, NAME_new for new texts."""
+    return target if texts == "mix" else f"{target}_new"
+
+
+def ratios(load: dict, targets: list[str], kinds: list[str], users: list[int]) -> dict:
+    """Throughput of the first target over the second's, per user count: "ratio" for the mix,
+    "ratio_new" for new texts."""
+    out = {}
+    for kind in kinds:
+        first, base = (load[run_name(name, kind)] for name in targets[:2])
+        out["ratio" if kind == "mix" else "ratio_new"] = {
+            str(n): round(first[str(n)]["turns_per_s"] / max(base[str(n)]["turns_per_s"], 0.001), 2) for n in users}
+    return out
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -351,8 +474,14 @@ def main() -> int:
                              "all but these patches (rasa_server/patches/), to measure what they buy")
     parser.add_argument("--workers", type=int, default=1,
                         help="single mode: Rasa's Sanic workers (2 share a Redis lock store)")
+    parser.add_argument("--texts", default="mix,new", metavar="mix|new|mix,new",
+                        help="mix: each step's usual text, as citizens repeat it; new: every text never sent "
+                             "before in the run, so no cache of parsed texts can hit (reported as NAME_new)")
     args = parser.parse_args()
     users = [int(u) for u in args.users.split(",")]
+    text_kinds = list(dict.fromkeys(args.texts.split(",")))
+    if not text_kinds or set(text_kinds) - set(TEXT_KINDS):
+        parser.error(f"--texts: mix, new or mix,new, not {args.texts!r}")
     if args.patches:
         from rasa_server import patches
 
@@ -431,7 +560,9 @@ def main() -> int:
         for i in range(BENCH_ACCOUNTS):
             phones.put_nowait(bench_phone((start + i) % BENCH_ACCOUNTS + 1))
         outbox = OutboxReader(Path(outbox_path))
-        results: dict[str, dict[int, list[Sample]]] = {name: {u: [] for u in users} for name in targets}
+        runs = {run_name(name, kind): (name, kind) for kind in text_kinds for name in targets}
+        results: dict[str, dict[int, list[Sample]]] = {run: {u: [] for u in users} for run in runs}
+        new_texts = NewTexts()  # one for the run: no text twice, whichever stack it went to
 
         async def run_all() -> None:
             stop = asyncio.Event()
@@ -442,13 +573,14 @@ def main() -> int:
                 await asyncio.sleep(0.5)
             for n in users:
                 for r in range(args.rounds):
-                    for name, target in targets.items():
+                    for run, (name, texts) in runs.items():
                         kind = "stock" if name == "stock" else "ours"
-                        log(f"{name}: {n} user(s), round {r + 1}/{args.rounds}, {args.duration:.0f} s")
+                        log(f"{run}: {n} user(s), round {r + 1}/{args.rounds}, {args.duration:.0f} s")
                         cpu_before = cpu_seconds(serving[name])
-                        sample = await drive(target, n, args.duration, kind, outbox, phones)
+                        sample = await drive(targets[name], n, args.duration, kind, outbox, phones,
+                                             new_texts if texts == "new" else MixTexts())
                         sample.rasa_cpu_s = cpu_seconds(serving[name]) - cpu_before
-                        results[name][n].append(sample)
+                        results[run][n].append(sample)
             stop.set()
             if proxy:
                 await proxy
@@ -456,7 +588,7 @@ def main() -> int:
         asyncio.run(run_all())
 
         report = {
-            "mode": args.mode, "workers": args.workers if args.mode == "single" else 1, "duration_s": args.duration, "rounds": args.rounds,
+            "mode": args.mode, "texts": text_kinds, "workers": args.workers if args.mode == "single" else 1, "duration_s": args.duration, "rounds": args.rounds,
             "machine": {"cpus": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1)},
             "load": {name: {str(n): summarise(samples) for n, samples in rows.items()} for name, rows in results.items()},
             "rss_mb": {name: rss_mb(pid) for name, pid in pids.items()},
@@ -469,17 +601,14 @@ def main() -> int:
             model = ROOT / "models" / "current.tar.gz"
             report["model_mb"] = round(model.stat().st_size / 2**20, 1)
         names = list(targets)
-        base = names[1]
-        report["ratio"] = {str(n): round(report["load"][names[0]][str(n)]["turns_per_s"]
-                                         / max(report["load"][base][str(n)]["turns_per_s"], 0.001), 2)
-                           for n in users}
+        report.update(ratios(report["load"], names, text_kinds, users))
         report["certificate_pdf"] = certificate_pdf
         stem = f"bench-without-{'-'.join(left_out) or 'nothing'}" if args.patches else "bench"
         if args.patches:
             report["patches_left_out"] = list(left_out)
         (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2))
         plot(report, RESULTS / f"{stem}.png")
-        print_table(report, names)
+        print_table(report, list(runs))
         return 0
     finally:
         for s in stacks:
@@ -525,7 +654,10 @@ def print_table(report: dict, names: list[str]) -> None:
         for n, row in report["load"][name].items():
             print(f"{name:16}{n:>6}{row['turns_per_s']:>10}{row['p50_ms']:>9}{row['p95_ms']:>9}"
                   f"{row['p99_ms']:>9}{row['errors']:>8}{row['flows_completed']:>7}{row['rasa_cpu_ms_per_turn']:>18}")
-    print(f"\nthroughput ratio {names[0]} / {names[1]}: {report['ratio']}")
+    pair = list(dict.fromkeys(name.removesuffix("_new") for name in names))[:2]
+    for key, label in (("ratio", "realistic mix"), ("ratio_new", "every text new")):
+        if key in report:
+            print(f"\nthroughput ratio {pair[0]} / {pair[1]}, {label}: {report[key]}")
     print(f"resident memory (MB): {report['rss_mb']}")
     print(f"start to first answer / training: {report['startup']}")
     print(f"certificate PDF: {report['certificate_pdf']}")

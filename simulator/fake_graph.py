@@ -7,7 +7,7 @@ tapping. The browser simulator (simulator/) is this class with a page on top.
 
 Used by the tests, and by hand to try the channel without a Meta app or a browser:
 
-    python -m whatsapp.fake_graph --port 8089 --webhook http://127.0.0.1:5005/webhooks/whatsapp/webhook
+    python -m simulator.fake_graph --port 8089 --webhook http://127.0.0.1:5005/webhooks/whatsapp/webhook
 
 prints the WHATSAPP_* settings to give Rasa, then reads lines typed as a citizen's messages
 ("#2" taps the second button or row of the last choice the assistant offered). The server runs
@@ -30,7 +30,7 @@ from typing import Any, Callable
 import requests
 from aiohttp import web
 
-from .inbound import SIGNATURE_HEADER, sign
+from whatsapp.inbound import SIGNATURE_HEADER, sign
 
 DEFAULT_TOKEN = "fake-access-token"
 DEFAULT_PHONE_NUMBER_ID = "106540352242922"

@@ -1,6 +1,7 @@
-"""Retention by event time (backend/retention.py): every conversation event older than
-RETENTION_DAYS goes, whatever the conversation's last event, and the conversation carries on,
-in Rasa's tracker store and in the real Rasa over the REST channel."""
+"""The retention job (backend/retention.py): what it deletes, in batches, and how a failing rule
+fails the job; and retention by event time: every conversation event older than RETENTION_DAYS
+goes, whatever the conversation's last event, and the conversation carries on, in Rasa's tracker
+store and in the real Rasa over the REST channel."""
 
 from __future__ import annotations
 
@@ -95,6 +96,80 @@ def test_a_session_across_the_cutoff_keeps_its_start_and_still_loads(backend, st
     assert [e.text for e in tracker.events if isinstance(e, UserUttered)] == ["halo sekarang"]
     # Purged again the next night: the kept start stays while its session goes on.
     assert purge(backend.db, 30, now=NOW + timedelta(hours=1))["events"] == 0
+
+
+# --- the job: what it deletes, in batches, and how it fails -----------------------------------
+
+
+def test_purge_deletes_what_is_older_than_the_retention(backend, outbox, clock):
+    backend.otp.request("old", "+6281234567002")
+    backend.otp.verify("old", outbox.last_code("+6281234567002"))
+    backend.repo.create_certificate_link("old", 1)
+    clock.advance(31 * 24 * 3600)
+    backend.otp.request("new", "+6281234567003")
+    deleted = purge(backend.db, 30, now=clock())
+    assert (deleted["otp_challenges"], deleted["auth_sessions"], deleted["certificate_links"]) == (1, 1, 1)
+    rows = backend.db.run(lambda cur: (cur.execute("SELECT conversation_id FROM otp_challenges"), cur.fetchall())[1])
+    assert [r["conversation_id"] for r in rows] == ["new"]
+    kept = backend.db.run(lambda cur: (cur.execute("SELECT count(*) AS n FROM audit_log"), cur.fetchone())[1])
+    assert kept["n"] == 1  # the audit log stays
+    assert purge(backend.db, 30, now=clock() + timedelta(seconds=1))["otp_challenges"] == 0
+
+
+def test_purge_goes_in_batches_and_keeps_what_a_returning_citizen_wrote(backend, database_url, clock, monkeypatch):
+    from backend import retention
+
+    monkeypatch.setattr(retention, "BATCH", 2)
+    for n in range(5):
+        backend.otp.request(f"old-{n}", f"+628123456700{n + 1}")
+    store = make_store(database_url)
+    old, new = clock().timestamp(), clock().timestamp() + 31 * 24 * 3600
+    conversations = {f"retention-old-{n}": [old, old + 1] for n in range(5)}
+    conversations["retention-returning"] = [old, new]  # wrote again after a month: the old event goes
+    for sender, stamps in conversations.items():
+        tracker = DialogueStateTracker.from_events(sender, [UserUttered("halo", timestamp=t) for t in stamps])
+        asyncio.run(store.save(tracker))
+    clock.advance(31 * 24 * 3600)
+
+    find_open = retention._open_session_starts
+
+    def citizen_writes_when_the_job_starts(db, epoch):
+        found = find_open(db, epoch)
+        tracker = asyncio.run(store.retrieve("retention-old-0"))
+        tracker.update(UserUttered("saya kembali", timestamp=new))
+        asyncio.run(store.save(tracker))
+        return found
+
+    monkeypatch.setattr(retention, "_open_session_starts", citizen_writes_when_the_job_starts)
+    deleted = purge(backend.db, 30, now=clock())
+    store.dispose()
+    assert deleted["otp_challenges"] == 5  # three batches of at most 2
+    assert deleted["events"] == 11  # every old event, in six batches of at most 2
+    left = backend.db.run(lambda cur: (cur.execute(
+        "SELECT sender_id, count(*) AS n FROM events WHERE sender_id LIKE 'retention-%%' GROUP BY sender_id"
+        " ORDER BY sender_id"), cur.fetchall())[1])
+    assert [(r["sender_id"], r["n"]) for r in left] == [("retention-old-0", 1), ("retention-returning", 1)]
+
+
+def test_a_failing_rule_does_not_stop_the_others_and_fails_the_job(backend, database_url, clock, monkeypatch, caplog):
+    from backend import retention
+
+    backend.otp.request("old", "+6281234567002")
+    clock.advance(31 * 24 * 3600)
+    broken = [("tickets", "renamed_column < %(cutoff)s")]
+    monkeypatch.setattr(retention, "RULES", broken + retention.RULES)
+    with pytest.raises(retention.PurgeFailed) as failure:
+        purge(backend.db, 30, now=clock())
+    assert failure.value.failed == {"tickets": "UndefinedColumn"}
+    assert failure.value.deleted["otp_challenges"] == 1  # purged all the same
+    assert "retention: tickets not purged (UndefinedColumn)" in caplog.text
+
+    # The job itself ends in failure, so that the CronJob shows it.
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setattr("sys.argv", ["retention", "--days", "30"])
+    with pytest.raises(SystemExit) as exit_status:
+        retention.main()
+    assert exit_status.value.code == 1
 
 
 # --- the real Rasa ---------------------------------------------------------------------------
