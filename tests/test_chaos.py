@@ -32,16 +32,18 @@ def test_turns_are_counted_per_fault_with_the_time_until_answers_are_normal_agai
     faults = [{"name": "kill_actions", "at": 10.0}, {"name": "kill_rasa", "at": 20.0}]
     turns = [Turn(1, 2, "ok"), Turn(5, 9.9, "ok"),                                   # before
              Turn(9.5, 10.5, "apology"), Turn(10.6, 12.5, "apology"), Turn(13, 14, "ok"),  # actions
-             Turn(19.5, 20.1, "none"), Turn(20.2, 20.3, "refused"), Turn(21, 24.0, "ok"),
-             Turn(25, 26.4, "refused"), Turn(27.5, 29.5, "ok"), Turn(22, 29.6, "ok")]   # rasa: one slow
+             Turn(19.5, 20.1, "none", "ServerDisconnectedError"), Turn(20.2, 20.3, "refused"), Turn(21, 24.0, "ok"),
+             Turn(25, 26.4, "refused"), Turn(26, 26.5, "none", "http 502"),
+             Turn(27.5, 29.5, "ok"), Turn(22, 29.6, "ok")]                               # rasa: one slow
     rows = account(turns, faults, end=30)
     assert rows[0] == {"fault": "before_faults", "at_s": 0.0, "turns": 2, "ok": 2, "slow": 0, "apology": 0,
-                       "refused": 0, "none": 0, "none_in_flight": 0, "recovery_s": 0.0}
+                       "refused": 0, "none": 0, "none_in_flight": 0, "none_why": {}, "recovery_s": 0.0}
     assert rows[1] == {"fault": "kill_actions", "at_s": 10.0, "turns": 3, "ok": 1, "slow": 0, "apology": 2,
-                       "refused": 0, "none": 0, "none_in_flight": 0, "recovery_s": 2.5}
+                       "refused": 0, "none": 0, "none_in_flight": 0, "none_why": {}, "recovery_s": 2.5}
     # An answer after 7.6 s is not normal yet: answers are normal again from 29.6 s on.
-    assert rows[2] == {"fault": "kill_rasa", "at_s": 20.0, "turns": 6, "ok": 3, "slow": 1, "apology": 0,
-                       "refused": 2, "none": 1, "none_in_flight": 1, "recovery_s": 9.6}
+    # Of the unanswered turns, the one in flight when Rasa died, and one after: why, by kind.
+    assert rows[2] == {"fault": "kill_rasa", "at_s": 20.0, "turns": 7, "ok": 3, "slow": 1, "apology": 0,
+                       "refused": 2, "none": 2, "none_in_flight": 1, "none_why": {"http 502": 1}, "recovery_s": 9.6}
 
 
 def test_the_checks_catch_a_lost_change_a_doubled_ticket_a_late_otp_and_a_missing_audit_row(backend, outbox):

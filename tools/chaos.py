@@ -34,6 +34,7 @@ import signal
 import sys
 import time
 import uuid
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -79,6 +80,7 @@ class Turn:
     start: float  # seconds after the run started
     end: float
     outcome: str  # ok, apology, refused (nothing listening), none (accepted, no answer)
+    why: str = ""  # for none: the HTTP status, "empty", or the client's exception
 
     @property
     def normal(self) -> bool:
@@ -109,6 +111,7 @@ def account(turns: list[Turn], faults: list[dict], end: float) -> list[dict]:
             row[outcome] = sum(t.outcome == outcome for t in window)
         row["slow"] = sum(t.outcome == "ok" and not t.normal for t in window)
         row["none_in_flight"] = sum(t.outcome == "none" and t.start < mark["at"] for t in window)
+        row["none_why"] = dict(Counter(t.why for t in window if t.outcome == "none" and t.start >= mark["at"]))
         row["recovery_s"] = round(max(t.end for t in bad) - mark["at"], 1) if bad and i else 0.0
         rows.append(row)
     return rows
@@ -195,18 +198,19 @@ class Citizens:
         start = self.now()
         key = next(self.numbers)
         self.in_flight[key] = start
-        status, texts = None, []
+        status, texts, why = None, [], ""
         try:
             async with session.post(self.url, json={"sender": sender, "message": text}) as reply:
                 status = reply.status
                 if status == 200:
                     texts = [m.get("text", "") for m in await reply.json()]
+                why = f"http {status}" if status != 200 else "" if texts else "empty"
         except aiohttp.ClientConnectorError:
             status = None  # refused: nothing listening
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
-            status = 0  # accepted (or cut off) without an answer
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as error:
+            status, why = 0, type(error).__name__  # accepted (or cut off) without an answer
         del self.in_flight[key]
-        turn = Turn(start, self.now(), classify(status, texts))
+        turn = Turn(start, self.now(), classify(status, texts), why)
         self.turns.append(turn)
         if not turn.normal:
             self.last_bad = turn.end
@@ -374,6 +378,9 @@ def print_table(rows: list[dict], consistency: dict) -> None:
     for r in rows:
         print(f"{r['fault']:16}{r['turns']:>7}{r['ok']:>7}{r['slow']:>6}{r['apology']:>9}{r['refused']:>9}{r['none']:>6}"
               f"{r['none_in_flight']:>11}{r['recovery_s']:>12}")
+    for r in rows:
+        if r["none_why"]:
+            print(f"{r['fault']}: unanswered after it struck, by cause: {r['none_why']}")
     print(f"\nconsistency: {consistency['checked']} problems {consistency['problems']}"
           f" -> {'consistent' if consistency['consistent'] else 'NOT CONSISTENT'}")
 
