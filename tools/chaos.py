@@ -432,7 +432,8 @@ def main(argv: list[str] | None = None) -> int:
             supervisor.set()
         stack.stop()
     # The stack is stopped, PostgreSQL kept: the checks read what was left behind.
-    embedded.restart(pgdata) if embedded.postmaster(pgdata) is None else None
+    if embedded.postmaster(pgdata) is None:
+        embedded.restart(pgdata)
     consistency = check_consistency(backend.db, citizens.seen)
     backend.db.close()
     rows = account(citizens.turns, done, end)
