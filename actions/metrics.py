@@ -39,8 +39,9 @@ ACTION_SECONDS = Histogram("asisten_action_seconds", "Time to run one custom act
 ACTION_APOLOGIES = Counter("asisten_action_apologies_total", "Action replies that apologise instead of "
                            "answering, by cause", ["cause"], registry=REGISTRY)
 
-# The responses that are apologies, and what they mean (domain.yml).
-APOLOGY_RESPONSES = {"utter_service_unavailable": "database", "utter_phone_unavailable": "database"}
+# The responses that are apologies, and their cause (domain.yml; said when the backend's
+# database is unreachable).
+APOLOGY_RESPONSES = {"utter_service_unavailable": "database"}
 
 
 class Recorder:
