@@ -28,14 +28,16 @@ REGISTRY = CollectorRegistry()
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 OTP_DELIVERIES = Counter("asisten_otp_deliveries_total", "Queued OTP codes by what became of a try: sent, "
-                         "failed (tried again), expired (given up), dropped (unreadable)", ["outcome"], registry=REGISTRY)
+                         "failed (tried again), expired (given up), dropped (unreadable)", ["outcome"],
+                         registry=REGISTRY)
 OTP_REFUSED = Counter("asisten_otp_refused_total", "OTP requests refused by a limit", ["limit"], registry=REGISTRY)
 POOL_WAIT = Histogram("asisten_db_pool_wait_seconds", "Time waiting for a free database connection, by pool",
                       ["pool"], buckets=WAIT_BUCKETS, registry=REGISTRY)
 GRAPH_ERRORS = Counter("asisten_graph_api_errors_total", "Graph API calls that failed, by Meta's error code "
                        "(or http_<status>, no_answer)", ["code"], registry=REGISTRY)
 ACTION_SECONDS = Histogram("asisten_action_seconds", "Time to run one custom action, by action and result",
-                           ["action", "result"], buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0), registry=REGISTRY)
+                           ["action", "result"], buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+                           registry=REGISTRY)
 ACTION_APOLOGIES = Counter("asisten_action_apologies_total", "Action replies that apologise instead of "
                            "answering, by cause", ["cause"], registry=REGISTRY)
 

@@ -38,7 +38,8 @@ TURN_SECONDS = Histogram("asisten_turn_seconds", "Time from a message to its rep
 APOLOGIES = Counter("asisten_apologies_total", "Turns answered with the apology instead of an answer, by cause",
                     ["channel", "cause"], registry=None)
 SIGNATURE_FAILURES = Counter("asisten_whatsapp_signature_failures_total",
-                             "WhatsApp webhook POSTs refused for a missing or wrong X-Hub-Signature-256", ["reason"], registry=None)
+                             "WhatsApp webhook POSTs refused for a missing or wrong X-Hub-Signature-256", ["reason"],
+                             registry=None)
 GRAPH_ERRORS = Counter("asisten_graph_api_errors_total", "Graph API calls that failed, by Meta's error code "
                        "(or http_<status>, no_answer)", ["code"], registry=None)
 POOL_WAIT = Histogram("asisten_db_pool_wait_seconds", "Time waiting for a free database connection, by pool",
