@@ -4,6 +4,7 @@ without blocking the event loop (psycopg2 is synchronous)."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -66,7 +67,9 @@ def stop_delivery() -> None:
 
 
 async def call(fn: Callable[..., T], *args, **kwargs) -> T:
-    """Run a blocking backend call in the database thread pool."""
+    """Run a blocking backend call in the database thread pool, in the caller's context (its
+    log lines keep the turn's request id)."""
     get_backend()
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(_executor, functools.partial(fn, *args, **kwargs))
+    return await loop.run_in_executor(_executor, contextvars.copy_context().run,
+                                      functools.partial(fn, *args, **kwargs))

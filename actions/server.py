@@ -18,16 +18,22 @@ from pathlib import Path
 import orjson
 import yaml
 
-import rasa_sdk.endpoint as sdk_endpoint
-from sanic import Sanic, response
-from sanic.exceptions import MethodNotSupported, NotFound
-from sanic.request import Request
+from backend.logformat import capture_early
 
-from backend import DatabaseUnavailable
-from backend.certificates import holder_rows
-from backend.signing import MAX_TEXT_LENGTH, VerificationError, verify
+capture_early()  # LOG_FORMAT=json: JSON from the first line (rasa_sdk's imports warn); else nothing
 
-from .backend import call, get_backend, start_delivery, stop_delivery
+import rasa_sdk.endpoint as sdk_endpoint  # noqa: E402
+from sanic import Sanic, response  # noqa: E402
+from sanic.exceptions import MethodNotSupported, NotFound  # noqa: E402
+from sanic.request import Request  # noqa: E402
+
+from backend import DatabaseUnavailable  # noqa: E402
+from backend.certificates import holder_rows  # noqa: E402
+from backend.logformat import log_format  # noqa: E402
+from backend.signing import MAX_TEXT_LENGTH, VerificationError, verify  # noqa: E402
+
+from . import metrics  # noqa: E402
+from .backend import call, get_backend, start_delivery, stop_delivery  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -200,10 +206,16 @@ def build_app() -> Sanic:
 
 
 def main() -> None:
-    # The same logging as the Rasa process, with the filter that masks personal data.
+    # The same logging as the Rasa process (LOG_FORMAT, the filter that masks personal data).
+    try:
+        log_format(os.environ)
+    except ValueError as error:
+        raise SystemExit(f"actions.server: {error}")
     config = yaml.safe_load((Path(__file__).resolve().parent.parent / "logging.yml").read_text())
     config["root"]["level"] = os.environ.get("LOG_LEVEL", "INFO")
     logging.config.dictConfig(config)
+    metrics.install()
+    metrics.serve()
     host = os.environ.get("ACTION_SERVER_HOST", "127.0.0.1")
     port = int(os.environ.get("ACTION_SERVER_PORT", "5055"))
     # No access log: certificate URLs carry the download token.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
@@ -11,6 +12,8 @@ from typing import Callable, Iterator, TypeVar
 import psycopg2
 import psycopg2.errors
 import psycopg2.extras
+
+from .events import events
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +40,10 @@ class Database:
     reconnects on every call) and raises instead of waiting when all are in use.
     """
 
-    def __init__(self, dsn: str, *, max_connections: int = 8, statement_timeout_ms: int = 3000):
+    def __init__(self, dsn: str, *, max_connections: int = 8, statement_timeout_ms: int = 3000,
+                 name: str = "backend"):
         self._dsn = dsn
+        self.name = name  # the pool's label in metrics
         self._options = f"-c statement_timeout={statement_timeout_ms} -c lock_timeout={statement_timeout_ms}"
         self._idle: list[psycopg2.extensions.connection] = []
         self._lock = threading.Lock()
@@ -53,7 +58,10 @@ class Database:
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg2.extensions.connection]:
-        if not self._slots.acquire(timeout=10):
+        waited = time.monotonic()
+        got = self._slots.acquire(timeout=10)
+        events().pool_wait(self.name, time.monotonic() - waited)
+        if not got:
             raise DatabaseUnavailable("no database connection free within 10 s")
         conn = None
         try:

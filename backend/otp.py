@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from .events import events
 from .identifiers import mask_phone
 from .repository import ChangeRejected, Repository
 
@@ -43,6 +44,8 @@ CHANGE_PHONE = "change_phone"
 # than any sender's own timeout and retries); a failed send waits base * 2^n, at most the cap.
 DELIVERY_LEASE_SECONDS = 60
 RETRY_CAP_SECONDS = 60
+# Issued.status of a refused request -> the limit that refused it (as counted in metrics).
+REFUSED_BY = {"rate_limited": "per_hour", "too_soon": "resend_wait", "busy": "global_per_minute"}
 
 
 class OtpSender(Protocol):
@@ -174,6 +177,8 @@ class OtpService:
             return Issued("sent", masked), deliver
 
         issued, queued = self.db.run(fn)
+        if issued.status in REFUSED_BY:
+            events().otp_refused(REFUSED_BY[issued.status])
         if queued and self.on_queued is not None:
             self.on_queued()
         return issued
@@ -205,6 +210,7 @@ class OtpService:
         for row in cur.fetchall():
             log.warning("OTP delivery to %s given up: the code expired after %d attempt(s)",
                         mask_phone(row["phone"]), row["attempts"])
+            events().otp_delivery("expired")
         cur.execute(
             "UPDATE otp_deliveries SET attempts = attempts + 1, next_attempt_at = %s WHERE id IN ("
             " SELECT id FROM otp_deliveries WHERE next_attempt_at <= %s"
@@ -222,6 +228,7 @@ class OtpService:
             code = self._open(row)
         except InvalidTag:  # another OTP_HASH_KEY (its hash would not match either), or altered
             log.warning("OTP delivery to %s dropped: the sealed code does not open", masked)
+            events().otp_delivery("dropped")
             self.db.run(delete)
             return
         try:
@@ -230,10 +237,12 @@ class OtpService:
             delay = min(RETRY_CAP_SECONDS, self.settings.otp_delivery_retry_seconds * 2 ** (row["attempts"] - 1))
             log.warning("OTP delivery to %s failed: %s (attempt %d, next in %.1f s)",
                         masked, type(exc).__name__, row["attempts"], delay)
+            events().otp_delivery("failed")
             self.db.run(lambda cur: cur.execute(
                 "UPDATE otp_deliveries SET next_attempt_at = %s WHERE id = %s",
                 (self.clock() + timedelta(seconds=delay), row["id"])))
             return
+        events().otp_delivery("sent")
         self.db.run(delete)
 
     def pending_phone(self, conversation_id: str, purpose: str = LOGIN) -> str | None:

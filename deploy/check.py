@@ -65,6 +65,7 @@ LEFT_TO_DEFAULT = {
     "RASA_PATCHES": "all: every speed patch of rasa_server/patches/ (docs/performance.md)",
     "TRACKER_SYNCHRONOUS_COMMIT": "off for conversation events only (docs/performance.md)",
     "RASA_SERVER_ALLOW_API": "unset: Rasa's HTTP API refused; only the simulator opts in (docs/platform.md)",
+    "PROMETHEUS_MULTIPROC_DIR": "a fresh folder under /tmp (an emptyDir) per Rasa start, for its workers' metrics",
 }
 # Read only by the development launcher (tools/stack.py), never in a container.
 DEV_ONLY = {"RASA_PORT", "WORKERS"}

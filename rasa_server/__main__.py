@@ -31,27 +31,64 @@ def refused(argv: list[str], env: Mapping[str, str]) -> str | None:
     return None
 
 
+def say(line: str, log_format: str) -> None:
+    """One line of our own on stderr, before Rasa configures logging, in the LOG_FORMAT."""
+    if log_format == "json":
+        from backend.logformat import json_line
+
+        line = json_line("INFO", "rasa_server", line)
+    print(line if log_format == "json" else f"rasa_server: {line}", file=sys.stderr, flush=True)
+
+
+def keep_json_handler() -> None:
+    """Rasa's CLI installs coloredlogs after applying --logging-config-file, which swaps the
+    handler's formatter for its text one (keeping its filters). In json the handler of
+    logging.yml stays; only the level is lowered as coloredlogs would (LOG_LEVEL=DEBUG)."""
+    import logging
+
+    import rasa.utils.io
+
+    def configure_level(loglevel) -> None:
+        level = logging.getLevelName(loglevel or os.environ.get("LOG_LEVEL") or "INFO")
+        root = logging.getLogger()
+        if isinstance(level, int) and level < root.getEffectiveLevel():
+            root.setLevel(level)
+
+    rasa.utils.io.configure_colored_logging = configure_level
+
+
 def main() -> None:
     reason = refused(sys.argv[1:], os.environ)
     if reason:
         sys.exit(reason)
+    from backend.logformat import capture_early, log_format
     from rasa_server import patches
 
     try:
         selection = patches.selection_from(os.environ)
-    except patches.SelectionError as error:
+        form = log_format(os.environ)
+    except (patches.SelectionError, ValueError) as error:
         sys.exit(f"rasa_server: {error}")
-    installed = patches.install(selection) if selection else ()
-    # Before Rasa configures logging, so written as one line of our own on stderr.
-    print(f"rasa_server: {patches.describe(installed)}", file=sys.stderr, flush=True)
-    if sys.argv[1:2] == ["run"]:
-        from rasa_server import model_id
+    capture_early()
+    from rasa_server import metrics_setup
 
-        print(f"rasa_server: {model_id.describe(sys.argv[2:])}", file=sys.stderr, flush=True)
+    metrics_setup.prepare()  # before anything imports prometheus_client
+    installed = patches.install(selection) if selection else ()
+    say(patches.describe(installed), form)
+    if sys.argv[1:2] == ["run"]:
+        from rasa_server import metrics, model_id
+
+        say(model_id.describe(sys.argv[2:]), form)
+        say(metrics.serve(selection, installed), form)
+    if form == "json":
+        keep_json_handler()
     from rasa.__main__ import main as rasa_main
 
     sys.argv[0] = "rasa"
-    rasa_main()
+    try:
+        rasa_main()
+    finally:
+        metrics_setup.cleanup()
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ import hashlib
 import logging
 import os
 import secrets
+import time
 from contextlib import asynccontextmanager, contextmanager
 from typing import AsyncIterator, Iterator
 
@@ -51,6 +52,8 @@ from rasa.core.lock_store import (
     LockStore,
 )
 from rasa.utils.endpoints import EndpointConfig
+
+from rasa_server import metrics
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +139,9 @@ class ConversationLockStore(LockStore):
     async def lock(self, conversation_id: str, lock_lifetime: float = LOCK_LIFETIME,
                    wait_time_in_seconds: float = LOOK_AGAIN_SECONDS) -> AsyncIterator[None]:
         """Wait for this conversation's earlier turns to end, then hold it until the block ends."""
+        waited = time.monotonic()
         async with self._queues.hold(conversation_id, lock_lifetime, wait_time_in_seconds):
+            metrics.LOCK_WAIT.labels(self.store).observe(time.monotonic() - waited)
             yield
 
     # Rasa's ticket-by-ticket methods read, change and write back a whole TicketLock, which is

@@ -182,7 +182,8 @@ def test_database_restart_in_the_middle_of_a_conversation(stack, chat, server_ur
 def two_workers(database_url, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("stack2")
     running = Stack(database_url, rasa_port=free_port(), action_port=free_port(), log_dir=tmp / "log",
-                    workers=2, redis_port=free_port(),
+                    workers=2, redis_port=free_port(), metrics_port_rasa=free_port(),
+                    metrics_port_actions=free_port(),
                     extra_env={"VAR_DIR": str(tmp), "OTP_OUTBOX": str(tmp / "outbox.jsonl"),
                                "OTP_HASH_KEY": "e2e-test-key"})
     try:
@@ -225,6 +226,25 @@ def test_two_workers_with_a_redis_lock_store(two_workers, backend):
     assert len(users) == 3 + processed, kinds
     for i, j in zip(users, users[1:]):  # between two user messages, the bot answered and listened
         assert "action_listen" in kinds[i + 1:j], kinds[i:j]
+
+
+def test_two_workers_metrics_add_up_both_workers_turns(two_workers):
+    """Each worker keeps its values in a file of its own (prometheus_client's multiprocess mode);
+    the one metrics port of the process serves their sum."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def turns() -> float:
+        text = requests.get(f"http://127.0.0.1:{two_workers.metrics_port_rasa}/metrics", timeout=10).text
+        return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+                   if s.name == "asisten_turn_seconds_count" and s.labels.get("channel") == "rest")
+
+    before = turns()
+    chats = [Chat(two_workers) for _ in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda chat: chat.say("halo"), chats))
+    assert turns() == before + 8
 
 
 def test_two_workers_apologise_while_redis_is_down_and_carry_on_after(two_workers, backend):

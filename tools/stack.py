@@ -1,6 +1,7 @@
 """Starts the whole assistant on this machine: PostgreSQL, the action server, Rasa.
 
-    python -m tools.stack serve   # REST channel on 5005, action server on 5055, until Ctrl-C
+    python -m tools.stack serve   # REST channel on 5005, action server on 5055, until Ctrl-C;
+                                  # metrics of Rasa on 9105, of the action server on 9155
     WORKERS=2 python -m tools.stack serve   # two Rasa workers sharing a Redis lock store
     python -m tools.stack run     # the same with a chat in this terminal (tools/chat.py)
     python -m tools.stack db      # just the database: migrate, seed, print the URL, wait
@@ -144,6 +145,9 @@ class Stack:
     workers: int = 1
     redis_port: int = 6379
     lock_store: str = ""  # "in_memory" or "redis"; by default redis when workers > 1
+    # Prometheus text format, on METRICS_HOST (127.0.0.1 unless set); tests pass free ports.
+    metrics_port_rasa: int = 9105
+    metrics_port_actions: int = 9155
     processes: list[subprocess.Popen] = field(default_factory=list)
     watched: dict[str, Watched] = field(default_factory=dict, repr=False)  # by name, for supervise()
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -160,6 +164,8 @@ class Stack:
             "ACTION_SERVER_TOKEN": Settings.from_env(env).action_server_token,
             "DATABASE_URL": self.database_url,
             "ACTION_SERVER_PORT": str(self.action_port),
+            "METRICS_PORT_RASA": str(self.metrics_port_rasa),
+            "METRICS_PORT_ACTIONS": str(self.metrics_port_actions),
             "ACTION_ENDPOINT_URL": f"http://127.0.0.1:{self.action_port}/webhook",
             "PUBLIC_BASE_URL": env.get("PUBLIC_BASE_URL") or f"http://localhost:{self.action_port}",
             "SQLALCHEMY_SILENCE_UBER_WARNING": "1",
@@ -221,7 +227,7 @@ class Stack:
         process = self._start("actions", [str(VENV_BIN / "python"), "-m", "actions.server"],
                               lambda: http_answers(health))
         wait_http(health, timeout, process)
-        log(f"action server ready on 127.0.0.1:{self.action_port}")
+        log(f"action server ready on 127.0.0.1:{self.action_port} (metrics on :{self.metrics_port_actions})")
 
     def rasa_args(self, command: str) -> list[str]:
         # rasa_server: `rasa` with the speed patches RASA_PATCHES selects (rasa_server/patches/).
@@ -252,7 +258,8 @@ class Stack:
         process = self._start("rasa", self.rasa_args("run") + ["--interface", "127.0.0.1"],
                               lambda: http_answers(root))
         wait_http(root, timeout, process)
-        log(f"Rasa ready: REST channel at http://127.0.0.1:{self.rasa_port}/webhooks/rest/webhook")
+        log(f"Rasa ready: REST channel at http://127.0.0.1:{self.rasa_port}/webhooks/rest/webhook "
+            f"(metrics on :{self.metrics_port_rasa})")
 
     # -- supervision ------------------------------------------------------------------------
 
@@ -410,7 +417,9 @@ def main() -> int:
     stack = Stack(url, rasa_port=int(os.environ.get("RASA_PORT", 5005)),
                   action_port=int(os.environ.get("ACTION_SERVER_PORT", 5055)),
                   workers=int(os.environ.get("WORKERS") or 1),
-                  redis_port=int(os.environ.get("REDIS_PORT") or 6379), log_dir=var_dir / "log")
+                  redis_port=int(os.environ.get("REDIS_PORT") or 6379), log_dir=var_dir / "log",
+                  metrics_port_rasa=int(os.environ.get("METRICS_PORT_RASA") or 9105),
+                  metrics_port_actions=int(os.environ.get("METRICS_PORT_ACTIONS") or 9155))
     started = time.monotonic()
     supervisor = None
     try:

@@ -10,7 +10,9 @@ replies are collected, then sent through the Graph API, a certificate (named in 
 data, never found in its text) as a PDF document. A turn that failed (Rasa raised, the action
 server or database unreachable, no answer in time) gets the apology once and stays pending: it
 is run again when things are back, until it ran (or a day passed), so no message is dropped;
-one that ran but said nothing gets the apology.
+one that ran but said nothing gets the apology. Each turn gets a request id (log lines, and the
+message's metadata for the action server); its time, any apology's cause and every refused
+signature are counted (rasa_server/metrics.py).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import dataclasses
 import hmac
 import json
 import logging
+import secrets
 import threading
 import time
 from collections import Counter, deque
@@ -33,6 +36,8 @@ from sanic import Blueprint, response
 from sanic.request import Request
 
 from backend.db import Database, DatabaseUnavailable, migrate
+from backend.events import REQUEST_ID
+from rasa_server import metrics
 from rasa_server.gate import channel_gate
 from backend.repository import utcnow
 
@@ -212,7 +217,7 @@ class WhatsAppInput(InputChannel):
                     if not self.settings.database_url:
                         raise DatabaseUnavailable("DATABASE_URL is not set")
                     self._database = Database(self.settings.database_url,
-                                              max_connections=self.settings.db_pool_max)
+                                              max_connections=self.settings.db_pool_max, name="whatsapp")
                 migrate(self._database)
                 self._seen = SeenMessages(self._database, self.settings.dedupe_days,
                                           lease_seconds=self.settings.pending_lease_seconds)
@@ -289,9 +294,11 @@ class WhatsAppInput(InputChannel):
             return response.json({"error": "too large"}, status=413)
         # Authenticated before anything else is done with the body.
         if not signature:
+            metrics.SIGNATURE_FAILURES.labels("missing").inc()
             log.warning("refused a WhatsApp webhook without a signature")
             return response.json({"error": "signature missing"}, status=401)
         if not signature_is_valid(self.settings.app_secret, body, signature):
+            metrics.SIGNATURE_FAILURES.labels("invalid").inc()
             log.warning("refused a WhatsApp webhook with a wrong signature")
             return response.json({"error": "signature invalid"}, status=403)
         try:
@@ -360,7 +367,17 @@ class WhatsAppInput(InputChannel):
             return
         if message.action != "rasa" or self._on_new_message is None:
             return
-        replies, failure = await self._turn(message)
+        started = time.monotonic()
+        request = REQUEST_ID.set(secrets.token_hex(8))
+        try:
+            replies, failure, cause = await self._turn(message)
+        finally:
+            REQUEST_ID.reset(request)
+        if failure is None or delivery.attempt == 1:  # a retry failing again: nobody waits for it
+            metrics.TURN_SECONDS.labels(self.name(), "answered" if cause is None else "apology").observe(
+                time.monotonic() - started)
+        if cause is not None and (failure is None or delivery.attempt == 1):
+            metrics.APOLOGIES.labels(self.name(), cause).inc()
         if failure is None:
             # Recorded as answered before the answer goes out: if the database went away just
             # now, the citizen is answered anyway and the message stays pending; its lease then
@@ -386,49 +403,52 @@ class WhatsAppInput(InputChannel):
         except Exception as exc:  # noqa: BLE001 - DatabaseUnavailable: the lease decides instead
             log.error("WhatsApp message of %s not marked (%s)", mask_wa_id(message.wa_id), type(exc).__name__)
 
-    async def _turn(self, message: Inbound) -> tuple[list[dict], str | None]:
-        """The replies to one message, and why its turn failed (None when it ran). A turn that
-        ran but said nothing counts as run: its reply is the apology."""
+    async def _turn(self, message: Inbound) -> tuple[list[dict], str | None, str | None]:
+        """The replies to one message, why its turn failed (None when it ran), and the cause of
+        the apology it gets (None when none; rasa_server.metrics.APOLOGY_CAUSES). A turn that ran
+        but said nothing counts as run: its reply is the apology."""
         # Waiting notifications first; while an officer has the conversation, the message is
         # theirs and Rasa does not see it.
         try:
             pending, officer_ack = await asyncio.get_running_loop().run_in_executor(
                 None, channel_gate, self._gate_database(), message.wa_id, message.text, utcnow)
         except Exception as exc:  # noqa: BLE001 - DatabaseUnavailable: the turn would fail too
-            return [], f"gate: {type(exc).__name__}"
+            return [], f"gate: {type(exc).__name__}", "database"
         if pending:
             await self.deliver(message.wa_id, [{"text": note} for note in pending])
         if officer_ack is not None:
-            return [{"text": officer_ack}], None
+            return [{"text": officer_ack}], None, None
         if self._turns is None:
             self._turns = asyncio.Semaphore(self.settings.max_concurrent_turns)
         output = CollectedOutput()
         user_message = UserMessage(message.text, output, message.wa_id, input_channel=self.name(),
-                                   message_id=message.wamid, metadata=message.metadata())
+                                   message_id=message.wamid,
+                                   metadata={**message.metadata(), "request_id": REQUEST_ID.get()})
         turn = Turn()
         token = _current_turn.set(turn)
-        failure = None
+        failure = cause = None
         try:
             async with self._turns:
                 await asyncio.wait_for(self._on_new_message(user_message), self.settings.turn_timeout_seconds)
         except asyncio.TimeoutError:
-            failure = f"no answer within {self.settings.turn_timeout_seconds:g} s"
+            failure, cause = f"no answer within {self.settings.turn_timeout_seconds:g} s", "timeout"
         except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:  # noqa: BLE001 - the tracker store signals with a BaseException
             failure = type(exc).__name__
+            cause = "conversation_store" if failure == "TrackerStoreUnavailable" else "error"
         finally:
             _current_turn.reset(token)
 
         if failure is not None:
             # The turn was not saved: what it said would describe a state the conversation lost.
-            return [], failure
+            return [], failure, cause
         if turn.error is not None:
-            return output.messages, turn.error
+            return output.messages, turn.error, "action_failed"
         if not output.messages:
             log.error("WhatsApp turn of %s said nothing; apologised", mask_wa_id(message.wa_id))
-            return [{"text": texts.APOLOGY}], None
-        return output.messages, None
+            return [{"text": texts.APOLOGY}], None, "no_reply"
+        return output.messages, None, None
 
     async def _retry_pending(self) -> None:
         """Every few seconds: the pending messages whose time has come, back into their

@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import requests
 
+from backend.events import events
 from backend.identifiers import mask_phone
 
 from .settings import WhatsAppSettings
@@ -94,6 +95,9 @@ class RetryPolicy:
 
 
 def _log_failure(what: str, error: GraphError) -> None:
+    # Counted in whichever process called (Rasa's channel, the action server's OTP sender).
+    events().graph_error(str(error.code) if error.code is not None
+                         else f"http_{error.status}" if error.status else "no_answer")
     if error.retryable:
         log.error("Graph API %s failed after retries: %s", what, error)
     else:
