@@ -30,3 +30,5 @@ def cleanup() -> None:
     folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
     if folder and Path(folder).name.startswith(PREFIX) and Path(folder).parent == Path(tempfile.gettempdir()):
         shutil.rmtree(folder, ignore_errors=True)
+        # Processes started after this one must not be pointed at a folder that is gone.
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import free_port
+
 from rasa_server import model_id
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,6 +54,7 @@ def test_rasa_server_run_logs_the_served_models_hash_before_rasa_starts(monkeypa
     fake_rasa_main.main = lambda: handed_over.append(list(sys.argv))
     monkeypatch.setitem(sys.modules, "rasa.__main__", fake_rasa_main)
     monkeypatch.setenv("RASA_PATCHES", "none")
+    monkeypatch.setenv("METRICS_PORT_RASA", str(free_port()))  # not the default a stack uses
     monkeypatch.setattr(sys, "argv", ["rasa_server", "run", "--model", str(model), "--port", "5005"])
     launcher.main()
     err = capsys.readouterr().err
