@@ -169,8 +169,6 @@ def code_env_reads() -> dict[str, set[str]]:
     files = [p for d in RUNTIME_CODE for p in (ROOT / d).rglob("*.py")]
     files += [ROOT / "tools" / "stack.py"]  # backend.retention takes database_url() from it
     for path in files:
-        if path.name == "fake_graph.py":  # a development stand-in for Meta's API
-            continue
         text = path.read_text()
         for pattern in ENV_READ:
             for name in pattern.findall(text):

@@ -51,6 +51,20 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def start_stack(running, log_dir: Path):
+    """Both processes of a test's Stack started; on failure their logs' tails are printed and
+    whatever started is stopped."""
+    try:
+        running.start_actions()
+        running.start_rasa()
+    except Exception:
+        running.stop()
+        for log in sorted(log_dir.glob("*.log")):
+            print(f"--- {log.name}\n{log.read_text()[-4000:]}")
+        raise
+    return running
+
+
 @pytest.fixture(scope="session")
 def server_url() -> str:
     """A PostgreSQL server for the whole test session (a database of its own is created on it)."""

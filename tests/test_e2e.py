@@ -11,7 +11,7 @@ import pytest
 import requests
 from pypdf import PdfReader
 
-from conftest import free_port
+from conftest import free_port, start_stack
 from tools.stack import MODEL, Stack
 
 pytestmark = pytest.mark.skipif(not MODEL.exists(), reason="no trained model: run `make train`")
@@ -23,14 +23,7 @@ def stack(database_url, tmp_path_factory):
     running = Stack(database_url, rasa_port=free_port(), action_port=free_port(), log_dir=tmp / "log",
                     extra_env={"VAR_DIR": str(tmp), "OTP_OUTBOX": str(tmp / "outbox.jsonl"),
                                "OTP_HASH_KEY": "e2e-test-key", "LOG_LEVEL": "INFO"})
-    try:
-        running.start_actions()
-        running.start_rasa()
-    except Exception:
-        running.stop()
-        for log in sorted((tmp / "log").glob("*.log")):
-            print(f"--- {log.name}\n{log.read_text()[-4000:]}")
-        raise
+    start_stack(running, tmp / "log")
     running.outbox = tmp / "outbox.jsonl"
     yield running
     running.stop()

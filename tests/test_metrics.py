@@ -14,7 +14,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import Outbox, free_port
+from conftest import Outbox, free_port, start_stack
 from tools.stack import MODEL, Stack
 
 pytestmark = pytest.mark.skipif(not MODEL.exists(), reason="no trained model: run `make train`")
@@ -32,14 +32,7 @@ def stack(database_url, tmp_path_factory):
                                # DEBUG: Rasa logs each message's text and slots; all of it masked
                                "LOG_LEVEL": "DEBUG",
                                "WHATSAPP_APP_SECRET": APP_SECRET, "WHATSAPP_VERIFY_TOKEN": "metrics-test"})
-    try:
-        running.start_actions()
-        running.start_rasa()
-    except Exception:
-        running.stop()
-        for log in sorted((tmp / "log").glob("*.log")):
-            print(f"--- {log.name}\n{log.read_text()[-4000:]}")
-        raise
+    start_stack(running, tmp / "log")
     running.outbox = tmp / "outbox.jsonl"
     yield running
     running.stop()

@@ -17,7 +17,7 @@ from rasa.shared.core.events import ActionExecuted, BotUttered, SessionStarted, 
 from rasa.shared.core.trackers import DialogueStateTracker
 
 from backend.retention import purge
-from conftest import free_port, make_store
+from conftest import free_port, make_store, start_stack
 from tools.stack import MODEL, Stack
 
 DAY = 24 * 3600
@@ -184,14 +184,7 @@ def stack(database_url, tmp_path_factory):
     running = Stack(database_url, rasa_port=free_port(), action_port=free_port(), log_dir=tmp / "log",
                     extra_env={"VAR_DIR": str(tmp), "OTP_OUTBOX": str(tmp / "outbox.jsonl"),
                                "OTP_HASH_KEY": "retention-test-key", "TRACKER_CACHE_SIZE": "0"})
-    try:
-        running.start_actions()
-        running.start_rasa()
-    except Exception:
-        running.stop()
-        for log in sorted((tmp / "log").glob("*.log")):
-            print(f"--- {log.name}\n{log.read_text()[-4000:]}")
-        raise
+    start_stack(running, tmp / "log")
     yield running
     running.stop()
 

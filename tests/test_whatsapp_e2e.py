@@ -16,6 +16,7 @@ from pypdf import PdfReader
 from tools.stack import MODEL, Stack
 from whatsapp import texts
 from simulator.fake_graph import FakeGraph
+from conftest import start_stack
 from whatsapp_support import APP_SECRET, CITIZEN, VERIFY_TOKEN, free_port
 
 pytestmark = pytest.mark.skipif(not MODEL.exists(), reason="no trained model: run `make train`")
@@ -35,14 +36,7 @@ def stack(database_url, tmp_path_factory, fake):
                                "OTP_HASH_KEY": "wa-e2e-test-key", "LOG_LEVEL": "INFO",
                                **fake.env(APP_SECRET, VERIFY_TOKEN),
                                "WHATSAPP_RETRY_BASE_SECONDS": "0.05"})
-    try:
-        running.start_actions()
-        running.start_rasa()
-    except Exception:
-        running.stop()
-        for log in sorted((tmp / "log").glob("*.log")):
-            print(f"--- {log.name}\n{log.read_text()[-4000:]}")
-        raise
+    start_stack(running, tmp / "log")
     running.outbox = tmp / "outbox.jsonl"
     fake.webhook_url = f"http://127.0.0.1:{running.rasa_port}/webhooks/whatsapp/webhook"
     fake.app_secret = APP_SECRET

@@ -91,9 +91,14 @@ class SeenMessages:
             cur.execute(
                 "UPDATE whatsapp_seen_messages SET attempts = attempts + 1,"
                 " retry_at = now() + make_interval(secs => %s)"
-                " WHERE wamid IN (SELECT wamid FROM whatsapp_seen_messages"
-                "   WHERE retry_at IS NOT NULL AND retry_at <= now() AND message IS NOT NULL"
-                "   ORDER BY received_at LIMIT %s FOR UPDATE SKIP LOCKED)"
+                " WHERE wamid IN (SELECT s.wamid FROM whatsapp_seen_messages s"
+                "   WHERE s.retry_at IS NOT NULL AND s.retry_at <= now() AND s.message IS NOT NULL"
+                # A sender's messages are answered in order: none before an earlier one of theirs
+                # that is still waiting (its retry not due yet, or leased to another process).
+                "   AND NOT EXISTS (SELECT 1 FROM whatsapp_seen_messages e"
+                "     WHERE e.retry_at > now() AND e.message IS NOT NULL"
+                "     AND e.message->>'wa_id' = s.message->>'wa_id' AND e.received_at < s.received_at)"
+                "   ORDER BY s.received_at LIMIT %s FOR UPDATE OF s SKIP LOCKED)"
                 " RETURNING wamid, message, attempts, received_at", (self.lease_seconds, limit))
             rows = sorted(cur.fetchall(), key=lambda row: row["received_at"])
             return [Pending(r["wamid"], r["message"], r["attempts"]) for r in rows], given_up
