@@ -14,7 +14,6 @@ succeeds, nothing is changed if it fails), then runs the migrations.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import subprocess
 import sys
@@ -24,6 +23,8 @@ from pathlib import Path
 
 import psycopg2
 import psycopg2.extensions
+
+from rasa_server.model_id import sha256_of  # one file hash for models and backups
 
 ROOT = Path(__file__).resolve().parent.parent
 SUFFIX = ".dump"
@@ -54,14 +55,6 @@ def client_env(url: str) -> tuple[str, dict[str, str]]:
     if password:
         env["PGPASSWORD"] = password
     return psycopg2.extensions.make_dsn(**parts), env
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _private_file(path: Path):
