@@ -11,7 +11,7 @@ export SQLALCHEMY_SILENCE_UBER_WARNING := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help install system-packages train run serve test validate test-core check-stories purge tickets verify-certificate bench chaos simulator nlu-report clean
+.PHONY: help install system-packages train run serve test validate test-core check-stories release-check purge tickets verify-certificate bench chaos simulator nlu-report clean
 
 help:
 	@echo "make run      everything up, then a chat in this terminal (Ctrl-C stops it all)"
@@ -24,6 +24,7 @@ help:
 	@echo "make tickets  the officers' queue of tickets (docs/tickets.md)"
 	@echo "make bench    latency and throughput under load, against stock Rasa (results/bench.json)"
 	@echo "make chaos    faults under load: kills and outages, then the data checked (results/chaos.json)"
+	@echo "make release-check  before a release: every image of the overlay pinned by a digest"
 
 install: $(VENV)/.installed
 
@@ -81,6 +82,12 @@ chaos: install $(MODEL)
 	@if [ "$${WORKERS:-2}" -gt 1 ]; then tools/system-packages redis; fi
 	WORKERS=$(WORKERS) $(PY) -m tools.chaos $(CHAOS_ARGS)
 
+# Before a release (deploy/README.md, "Releases"): every image of the overlay pinned by a real
+# digest, not a tag or the placeholder zeros; OVERLAY=deploy/overlays/staging for staging.
+OVERLAY := deploy/overlays/production
+release-check: install
+	$(PY) -m tools.release_check $(OVERLAY)
+
 # rasa data validate, its expected warnings (responses that actions send) summarised in one line,
 # then every response checked to be reachable by a rule, a learned story, a form or an action.
 validate: install
@@ -88,7 +95,6 @@ validate: install
 
 # system-packages first: a machine without them stops at once, before the install and training.
 test: system-packages install $(MODEL) validate
-	$(PY) deploy/check.py
 	$(PY) -m pytest -q tests
 	$(MAKE) --no-print-directory test-core
 	@echo "the REST flows again on stock Rasa (RASA_PATCHES=none): the patches change speed only"

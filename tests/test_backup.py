@@ -324,20 +324,19 @@ def test_deploy_check_finds_a_backup_job_without_the_backup_role(capsys):
     check, objects, _, copy = _deploy_check()
 
     def failures(objs):
-        check.passed.clear()
-        check.failed.clear()
-        check.check_backup(objs)
-        return list(check.failed)
+        return [name for name, problems in check.backup_problems(objs).items() if problems]
 
     assert failures(objects) == []
     borrowed = copy(objects)
-    dump = check._pod_spec(borrowed, "CronJob", "backup")["initContainers"][0]
+    dump = check.pod_spec(borrowed, "CronJob", "backup")["initContainers"][0]
     next(e for e in dump["env"] if e["name"] == "DB_USER")["value"] = "vaksin_owner"
     next(e for e in dump["env"] if e["name"] == "DB_PASSWORD")["valueFrom"]["secretKeyRef"]["key"] = "DB_OWNER_PASSWORD"
-    assert failures(borrowed) == ["k8s backup: pg_dump connects as vaksin_backup, which only reads"]
+    assert failures(borrowed) == ["dumps-as-the-read-only-role"]
     gone = copy(objects)
     del gone[("CronJob", "backup")]
-    assert failures(gone) == ["k8s: the backup CronJob exists, is applied, runs nightly and never twice at once"]
+    assert failures(gone) == ["applied-nightly-never-twice", "dumps-as-the-read-only-role",
+                              "pg-dump-of-the-servers-version", "uploaded-encrypted",
+                              "dump-upload-keep-30-daily-12-monthly"]
 
 
 def test_the_nightly_dump_restores_with_tools_backup_and_every_role_works_after(roles_db, tmp_path):

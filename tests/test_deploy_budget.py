@@ -1,25 +1,22 @@
-"""deploy/check.py catches what would make a release unsafe: a connection budget over
-PostgreSQL's max_connections, a volume too small for the retention period, a floating image tag
-under --release, a pod reading a ConfigMap whose name carries no hash (no rollout on a change),
-and TLS to PostgreSQL that is not verified. Each case spoils one thing in the real manifests."""
+"""The release checks (tests/deploy_support.py, tools/release_check.py) catch what would make a
+release unsafe: a connection budget over PostgreSQL's max_connections, a volume too small for
+the retention period, a floating image tag in the release check, a pod reading a ConfigMap whose
+name carries no hash (no rollout on a change), and TLS to PostgreSQL that is not verified. Each
+case spoils one thing in the real manifests."""
 
 import copy
-import importlib.util
 import re
 import shutil
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+import deploy_support
+from deploy_support import ROOT
 
 
 @pytest.fixture(scope="module")
 def check():
-    spec = importlib.util.spec_from_file_location("deploy_check_budget", ROOT / "deploy" / "check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return deploy_support
 
 
 @pytest.fixture()
@@ -35,7 +32,7 @@ def _postgres_arg(objects, check, name, value):
 
 def test_the_shipped_budget_fits_and_counts_every_pool(check, objects):
     parts, max_connections = check.connection_budget(objects)
-    config = check._config(objects)
+    config = check.config(objects)
     rasa_pods = objects[("HorizontalPodAutoscaler", "rasa")]["spec"]["maxReplicas"] + 1  # + the rollout's surge
     per_worker = int(config["SQL_POOL_SIZE"]) + int(config["SQL_MAX_OVERFLOW"]) + 1 \
         + int(config["WHATSAPP_DB_POOL_MAX"]) + 4
@@ -51,10 +48,10 @@ def test_a_budget_over_max_connections_fails(check, objects):
     assert sum(parts.values()) > max_connections
     fewer = copy.deepcopy(objects)
     _postgres_arg(fewer, check, "max_connections", 250)
-    check.passed.clear(), check.failed.clear()
-    check.check_release_shape(fewer, "spoiled")
-    assert check.failed == [f"spoiled: connection budget {sum(check.connection_budget(fewer)[0].values())} "
-                            "<= max_connections 250"]
+    problems = check.release_shape_problems(fewer)
+    assert [name for name, found in problems.items() if found] == ["connection-budget"]
+    assert problems["connection-budget"][0].startswith(f"{sum(check.connection_budget(fewer)[0].values())} "
+                                                      "> max_connections 250: rasa ")
 
 
 def test_an_undersized_volume_or_a_longer_retention_fails(check, objects):
@@ -63,7 +60,7 @@ def test_an_undersized_volume_or_a_longer_retention_fails(check, objects):
     small[("StatefulSet", "postgres")]["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] = "20Gi"
     assert any(p.startswith("volume 21 GB <") for p in check.volume_problems(small))
     longer = copy.deepcopy(objects)
-    check._config(longer)["RETENTION_DAYS"] = "90"
+    check.config(longer)["RETENTION_DAYS"] = "90"
     assert any("RETENTION_DAYS=90" in p for p in check.volume_problems(longer))
     weak = copy.deepcopy(objects)
     check.k8s_container(weak, "StatefulSet", "postgres")["resources"]["requests"]["cpu"] = "500m"
@@ -73,7 +70,7 @@ def test_an_undersized_volume_or_a_longer_retention_fails(check, objects):
 def test_release_mode_refuses_floating_tags_and_placeholder_digests_the_default_accepts(check, objects):
     digest = "sha256:" + "ab" * 32
     pinned = copy.deepcopy(objects)
-    for _, container, _ in check._workload_containers(pinned):
+    for _, container, _ in check.workload_containers(pinned):
         container["image"] = f"registry.example.go.id/x@{digest}"
     assert check.image_problems(pinned, release=True) == []
     floating = copy.deepcopy(pinned)
@@ -101,7 +98,7 @@ def test_a_deployment_reading_a_configmap_without_a_hash_fails(check, objects):
 def test_unverified_tls_or_a_pod_without_the_ca_fails(check, objects):
     assert check.tls_problems(objects) == []
     prefer = copy.deepcopy(objects)
-    check._config(prefer)["PGSSLMODE"] = "prefer"
+    check.config(prefer)["PGSSLMODE"] = "prefer"
     assert "PGSSLMODE=prefer, not verify-full" in check.tls_problems(prefer)
     no_ca = copy.deepcopy(objects)
     container = check.k8s_container(no_ca, "Deployment", "actions")
@@ -113,7 +110,7 @@ def test_unverified_tls_or_a_pod_without_the_ca_fails(check, objects):
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl renders the overlays")
 def test_the_overlays_render_with_hashed_configmaps_and_release_mode_refuses_their_placeholders(check):
     for overlay in ("staging", "production"):
-        objects = check.kustomize(ROOT / "deploy" / "overlays" / overlay)
+        objects = check.render(ROOT / "deploy" / "overlays" / overlay)
         names = [n for k, n in objects if k == "ConfigMap"]
         assert any(re.fullmatch(r"vaksin-config-[a-z0-9]{10}", n) for n in names)
         assert check.unhashed_config_refs(objects, rendered=True) == []
@@ -130,11 +127,19 @@ def test_the_doc_states_the_plans_figures(check):
 
 
 def test_autoscaler_maxima_that_cannot_carry_the_plans_bursts_fail(check, objects):
-    check.passed.clear(), check.failed.clear()
-    check.check_release_shape(objects, "shipped")
-    assert check.failed == []
+    assert not any(check.release_shape_problems(objects).values())
     capped = copy.deepcopy(objects)
     capped[("HorizontalPodAutoscaler", "rasa")]["spec"]["maxReplicas"] = 2  # 2 x 1 CPU x 65% = 1.3 cores
-    check.passed.clear(), check.failed.clear()
-    check.check_release_shape(capped, "capped")
-    assert check.failed == ["capped: the autoscalers' maxima carry the plan's bursts at their CPU targets"]
+    problems = check.release_shape_problems(capped)
+    assert [name for name, found in problems.items() if found] == ["autoscalers-carry-bursts"]
+    need = check.plan()["burst_messages_per_second"] * check.PLAN["rasa_cpu_ms"] / 1000
+    assert problems["autoscalers-carry-bursts"] == [f"rasa: 1.30 cores at the HPA's maximum and target < {need:.2f}"]
+
+
+def test_an_otp_cap_below_the_plans_peak_fails(check, objects):
+    low = copy.deepcopy(objects)
+    check.config(low)["OTP_MAX_SENDS_PER_MINUTE"] = "100"
+    problems = check.release_shape_problems(low)
+    assert [name for name, found in problems.items() if found] == ["otp-cap"]
+    assert problems["otp-cap"] == [f"OTP_MAX_SENDS_PER_MINUTE 100 < the plan's "
+                                   f"{check.plan()['otp_per_minute_burst']:.0f} codes a minute"]

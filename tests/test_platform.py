@@ -68,8 +68,8 @@ def test_only_the_simulator_opts_in_to_the_http_api_and_only_with_a_token():
     assert refused(api, {"RASA_SERVER_ALLOW_API": "1"}) is None
     assert refused(api + ["--cors", "*"], {"RASA_SERVER_ALLOW_API": "1"})  # CORS never
     tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    # deploy/check.py lists it among the variables production leaves unset.
-    opted_in = [name for name in tracked.split() if not name.startswith("tests/") and name != "deploy/check.py"
+    # tests/deploy_support.py lists it among the variables production leaves unset.
+    opted_in = [name for name in tracked.split() if not name.startswith("tests/")
                 and (ROOT / name).is_file()
                 and "RASA_SERVER_ALLOW_API" in (ROOT / name).read_text(errors="replace")]
     assert sorted(opted_in) == ["rasa_server/__main__.py", "simulator/run.py"]
@@ -83,8 +83,6 @@ def test_no_shipped_configuration_enables_cors():
     shipped += sorted((ROOT / "deploy").rglob("*"))
     for path in (p for p in shipped if p.is_file()):
         text = path.read_text(errors="replace")
-        if path.name == "check.py":
-            continue  # deploy/check.py names the options to check they are absent
         assert "--cors" not in text, path
         if path.name != "run.py":  # the simulator's own opt-in, tested above
             assert "--enable-api" not in text.replace("No --enable-api", ""), path
