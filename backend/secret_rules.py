@@ -46,7 +46,8 @@ RULES = {
     "CERTIFICATE_SIGNING_KEY": 0,         # its own format, parsed by backend/signing.py
 }
 
-# The secrets each process reads (deploy/check.py: REQUIRED_SECRETS says which must be set).
+# The secrets each process reads (tests/deploy_support.py: REQUIRED_SECRETS says which must be
+# set).
 ACTION_SERVER = ("OTP_HASH_KEY", "ACTION_SERVER_TOKEN", "CERTIFICATE_SIGNING_KEY", "DATABASE_URL",
                  "SMS_GATEWAY_TOKEN", "WHATSAPP_ACCESS_TOKEN")
 RASA = ("ACTION_SERVER_TOKEN", "TRACKER_DB_PASSWORD", "DATABASE_URL", "REDIS_PASSWORD",

@@ -58,7 +58,7 @@ from rasa_server.jsonio import dumps, keep_last, remember_json
 
 NOTHING_STORED_SIZE = 1024
 # Statements of one process at once: SQL_POOL_SIZE + SQL_MAX_OVERFLOW (Rasa's pool settings;
-# SQLAlchemy's defaults 5 + 10 when unset), the figure deploy/check.py counts per Rasa worker.
+# SQLAlchemy's defaults 5 + 10 when unset), what tests/deploy_support.py counts per Rasa worker.
 POOL_SIZE = int(os.environ.get("SQL_POOL_SIZE", "5")) + int(os.environ.get("SQL_MAX_OVERFLOW", "10"))
 
 
