@@ -5,8 +5,9 @@ Registered in credentials.yml as `whatsapp.channel.WhatsAppInput`; settings from
 A POST is authenticated (X-Hub-Signature-256) before it is read, its messages are claimed in
 PostgreSQL (kept pending there: whatsapp/dedupe.py) so that a redelivery is dropped, and Meta gets
 its 200 at once; if they cannot be recorded (database down) Meta gets a 503 and delivers again
-later. The turns run in the background, one sender's messages one after the other. Each turn's
-replies are collected, then sent through the Graph API, a certificate (named in the message's
+later. The turns run in the background, one sender's messages one after the other, each the turn
+every channel runs (rasa_server/turn.py: the gate, Rasa, what failed). Each turn's replies are
+collected, then sent through the Graph API, a certificate (named in the message's
 data, never found in its text) as a PDF document. A turn that failed (Rasa raised, the action
 server or database unreachable, no answer in time) gets the apology once and stays pending: it
 is run again when things are back, until it ran (or a day passed), so no message is dropped;
@@ -18,7 +19,6 @@ signature are counted (rasa_server/metrics.py).
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import dataclasses
 import hmac
 import json
@@ -38,8 +38,7 @@ from sanic.request import Request
 from backend.db import Database, DatabaseUnavailable, migrate
 from backend.events import REQUEST_ID
 from rasa_server import metrics
-from rasa_server.gate import channel_gate
-from backend.repository import utcnow
+from rasa_server.turn import TurnOutcome, run_turn
 
 from . import outbound, texts
 from .dedupe import Pending, SeenMessages
@@ -51,34 +50,6 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024  # Meta's batches are a few kB
 MAX_CHALLENGE_CHARS = 256
-
-
-# --- noticing that Rasa failed inside a turn ----------------------------------------------------
-
-@dataclass
-class Turn:
-    error: str | None = None
-
-
-_current_turn: contextvars.ContextVar[Turn | None] = contextvars.ContextVar("whatsapp_turn", default=None)
-
-
-class TurnErrorWatch(logging.Filter):
-    """Rasa's processor catches an action that failed (the action server is down), logs it and
-    carries on, often saying nothing: the log record is the only sign, so we watch for it."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        turn = _current_turn.get()
-        if turn is not None and record.levelno >= logging.ERROR and turn.error is None:
-            turn.error = f"{record.name} logged an error"
-        return True
-
-
-def _watch_rasa_errors() -> None:
-    # On the logger itself, not a handler: it sees the record whatever logging is configured.
-    processor = logging.getLogger("rasa.core.processor")
-    if not any(isinstance(f, TurnErrorWatch) for f in processor.filters):
-        processor.addFilter(TurnErrorWatch())
 
 
 # --- output ---------------------------------------------------------------------------------
@@ -203,7 +174,6 @@ class WhatsAppInput(InputChannel):
         # the retry loop does not take them a second time.
         self._in_hand: Counter[str] = Counter()
         self._retrying: asyncio.Task | None = None
-        _watch_rasa_errors()
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -367,23 +337,25 @@ class WhatsAppInput(InputChannel):
             return
         if message.action != "rasa" or self._on_new_message is None:
             return
-        started = time.monotonic()
         request = REQUEST_ID.set(secrets.token_hex(8))
         try:
-            replies, failure, cause = await self._turn(message)
+            outcome = await self._turn(message, retry=delivery.attempt > 1)
         finally:
             REQUEST_ID.reset(request)
-        if failure is None or delivery.attempt == 1:  # a retry failing again: nobody waits for it
-            metrics.TURN_SECONDS.labels(self.name(), "answered" if cause is None else "apology").observe(
-                time.monotonic() - started)
-        if cause is not None and (failure is None or delivery.attempt == 1):
-            metrics.APOLOGIES.labels(self.name(), cause).inc()
-        if failure is None:
+        # Notifications first (the gate has marked them delivered), then the turn's own.
+        notes = [{"text": note} for note in outcome.pending]
+        if outcome.officer_ack is not None:
+            notes.append({"text": outcome.officer_ack})
+        said = notes + outcome.replies
+        if outcome.failure is None:
+            if outcome.cause is not None:
+                log.error("WhatsApp turn of %s said nothing; apologised", mask_wa_id(message.wa_id))
+                said.append({"text": texts.APOLOGY})
             # Recorded as answered before the answer goes out: if the database went away just
             # now, the citizen is answered anyway and the message stays pending; its lease then
             # runs out and it is answered again (at least once, never lost).
             await self._settle(message, lambda seen: seen.answered(message.wamid))
-            await self.deliver(message.wa_id, replies)
+            await self.deliver(message.wa_id, said)
             return
         # Kept pending and tried again later; the citizen hears the apology once, not at every
         # attempt.
@@ -391,11 +363,13 @@ class WhatsAppInput(InputChannel):
                                                               self.settings.pending_retry_seconds))
         if delivery.attempt == 1:
             log.error("WhatsApp turn of %s failed (%s); apologised, will try again",
-                      mask_wa_id(message.wa_id), failure)
-            await self.deliver(message.wa_id, replies + [{"text": texts.APOLOGY}])
+                      mask_wa_id(message.wa_id), outcome.failure)
+            await self.deliver(message.wa_id, said + [{"text": texts.APOLOGY}])
         else:
             log.warning("WhatsApp turn of %s failed again (%s, attempt %d); will try again",
-                        mask_wa_id(message.wa_id), failure, delivery.attempt)
+                        mask_wa_id(message.wa_id), outcome.failure, delivery.attempt)
+            if notes:
+                await self.deliver(message.wa_id, notes)
 
     async def _settle(self, message: Inbound, change: Callable[[SeenMessages], None]) -> None:
         try:
@@ -403,52 +377,16 @@ class WhatsAppInput(InputChannel):
         except Exception as exc:  # noqa: BLE001 - DatabaseUnavailable: the lease decides instead
             log.error("WhatsApp message of %s not marked (%s)", mask_wa_id(message.wa_id), type(exc).__name__)
 
-    async def _turn(self, message: Inbound) -> tuple[list[dict], str | None, str | None]:
-        """The replies to one message, why its turn failed (None when it ran), and the cause of
-        the apology it gets (None when none; rasa_server.metrics.APOLOGY_CAUSES). A turn that ran
-        but said nothing counts as run: its reply is the apology."""
-        # Waiting notifications first; while an officer has the conversation, the message is
-        # theirs and Rasa does not see it.
-        try:
-            pending, officer_ack = await asyncio.get_running_loop().run_in_executor(
-                None, channel_gate, self._gate_database(), message.wa_id, message.text, utcnow)
-        except Exception as exc:  # noqa: BLE001 - DatabaseUnavailable: the turn would fail too
-            return [], f"gate: {type(exc).__name__}", "database"
-        if pending:
-            await self.deliver(message.wa_id, [{"text": note} for note in pending])
-        if officer_ack is not None:
-            return [{"text": officer_ack}], None, None
+    async def _turn(self, message: Inbound, retry: bool) -> TurnOutcome:
+        """One message's turn (rasa_server/turn.py), at most WHATSAPP_MAX_CONCURRENT_TURNS at once."""
         if self._turns is None:
             self._turns = asyncio.Semaphore(self.settings.max_concurrent_turns)
-        output = CollectedOutput()
-        user_message = UserMessage(message.text, output, message.wa_id, input_channel=self.name(),
+        user_message = UserMessage(message.text, CollectedOutput(), message.wa_id, input_channel=self.name(),
                                    message_id=message.wamid,
                                    metadata={**message.metadata(), "request_id": REQUEST_ID.get()})
-        turn = Turn()
-        token = _current_turn.set(turn)
-        failure = cause = None
-        try:
-            async with self._turns:
-                await asyncio.wait_for(self._on_new_message(user_message), self.settings.turn_timeout_seconds)
-        except asyncio.TimeoutError:
-            failure, cause = f"no answer within {self.settings.turn_timeout_seconds:g} s", "timeout"
-        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException as exc:  # noqa: BLE001 - the tracker store signals with a BaseException
-            failure = type(exc).__name__
-            cause = "conversation_store" if failure == "TrackerStoreUnavailable" else "error"
-        finally:
-            _current_turn.reset(token)
-
-        if failure is not None:
-            # The turn was not saved: what it said would describe a state the conversation lost.
-            return [], failure, cause
-        if turn.error is not None:
-            return output.messages, turn.error, "action_failed"
-        if not output.messages:
-            log.error("WhatsApp turn of %s said nothing; apologised", mask_wa_id(message.wa_id))
-            return [{"text": texts.APOLOGY}], None, "no_reply"
-        return output.messages, None, None
+        return await run_turn(self._on_new_message, user_message, channel=self.name(),
+                              database=self._gate_database, timeout=self.settings.turn_timeout_seconds,
+                              limit=self._turns, retry=retry)
 
     async def _retry_pending(self) -> None:
         """Every few seconds: the pending messages whose time has come, back into their
