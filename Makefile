@@ -11,7 +11,7 @@ export SQLALCHEMY_SILENCE_UBER_WARNING := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help install system-packages train run serve test validate test-core check-stories release-check purge tickets verify-certificate bench chaos simulator nlu-report clean
+.PHONY: help install system-packages train run serve test validate test-core check-stories release-check purge tickets verify-certificate bench soak chaos simulator nlu-report clean
 
 help:
 	@echo "make run      everything up, then a chat in this terminal (Ctrl-C stops it all)"
@@ -23,6 +23,7 @@ help:
 	@echo "make backup   the database to var/backups/ (make restore [FILE=...] puts it back)"
 	@echo "make tickets  the officers' queue of tickets (docs/tickets.md)"
 	@echo "make bench    latency and throughput under load, against stock Rasa (results/bench.json)"
+	@echo "make soak     an hour at 16 users: does memory level off? (results/soak.json, soak.png)"
 	@echo "make chaos    faults under load: kills and outages, then the data checked (results/chaos.json)"
 	@echo "make release-check  before a release: every image of the overlay pinned by a digest"
 
@@ -78,6 +79,10 @@ bench: install $(MODEL)
 	$(PY) -m tools.bench $(BENCH_ARGS)
 
 # Simulated citizens while the action server, Rasa, PostgreSQL and Redis fail; CHAOS_ARGS="--seconds 120".
+# The benchmark's soak mode: a stack of its own under var/soak; SOAK_ARGS="--seconds 600".
+soak: install $(MODEL)
+	$(PY) -m tools.soak $(SOAK_ARGS)
+
 chaos: install $(MODEL)
 	@if [ "$${WORKERS:-2}" -gt 1 ]; then tools/system-packages redis; fi
 	WORKERS=$(WORKERS) $(PY) -m tools.chaos $(CHAOS_ARGS)
