@@ -11,7 +11,7 @@ export SQLALCHEMY_SILENCE_UBER_WARNING := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help install system-packages train run serve test validate test-core check-stories release-check purge tickets verify-certificate bench soak chaos simulator nlu-report clean
+.PHONY: help install system-packages train run serve test validate test-core check-stories release-check purge tickets verify-certificate bench soak capacity chaos simulator nlu-report clean
 
 help:
 	@echo "make run      everything up, then a chat in this terminal (Ctrl-C stops it all)"
@@ -24,6 +24,7 @@ help:
 	@echo "make tickets  the officers' queue of tickets (docs/tickets.md)"
 	@echo "make bench    latency and throughput under load, against stock Rasa (results/bench.json)"
 	@echo "make soak     an hour at 16 users: does memory level off? (results/soak.json, soak.png)"
+	@echo "make capacity the most users holding p99 < 1 s, ours and stock (results/capacity.json)"
 	@echo "make chaos    faults under load: kills and outages, then the data checked (results/chaos.json)"
 	@echo "make release-check  before a release: every image of the overlay pinned by a digest"
 
@@ -82,6 +83,10 @@ bench: install $(MODEL)
 # The benchmark's soak mode: a stack of its own under var/soak; SOAK_ARGS="--seconds 600".
 soak: install $(MODEL)
 	$(PY) -m tools.soak $(SOAK_ARGS)
+
+# The benchmark's capacity mode; CAPACITY_ARGS="--duration 10 --most 64".
+capacity: install $(MODEL)
+	$(PY) -m tools.capacity $(CAPACITY_ARGS)
 
 chaos: install $(MODEL)
 	@if [ "$${WORKERS:-2}" -gt 1 ]; then tools/system-packages redis; fi
