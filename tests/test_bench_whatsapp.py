@@ -52,9 +52,9 @@ def test_a_bench_turn_is_signed_accepted_and_timed_to_its_reply(fake, server):
     said, sample = asyncio.run(turn())
     assert [m["text"]["body"] for m in said] == ["echo halo"]
     assert server.rasa.texts(CITIZEN) == ["halo"]
-    assert len(sample.turn_s) == len(sample.first_s) == len(sample.webhook_s) == len(sample.wamids) == 1
+    assert len(sample.turn_s) == len(sample.first_s) == len(sample.accepted_s) == len(sample.webhook_s) == len(sample.wamids) == 1
     assert sample.errors == sample.webhook_refused == 0 and sample.replies == 1
-    assert sample.turn_s[0] >= sample.first_s[0] > 0
+    assert sample.accepted_s[0] >= sample.turn_s[0] >= sample.first_s[0] > 0
 
     # The same body under another secret's signature is refused, and nothing reaches Rasa.
     body, headers = bench_whatsapp.signed_delivery(text(OTHER, "halo"), "not-the-app-secret")
@@ -109,13 +109,14 @@ def test_the_code_is_read_from_the_authentication_template():
 def test_the_report_shape_and_the_rest_figures_kept(tmp_path, capsys):
     sample = bench_whatsapp.WaSample(turn_s=[0.2 + 0.01 * i for i in range(100)],
                                      first_s=[0.1 + 0.01 * i for i in range(100)],
+                                     accepted_s=[0.4 + 0.01 * i for i in range(100)],
                                      webhook_s=[0.005] * 100, replies=150, flows=9, errors=1, elapsed=10.0,
                                      late_replies=2)
     graph = {"sends": 160, "accepted": 150, "refused_by_status": {"429": 10}, "refused_by_code": {"131056": 10},
              "media_uploads": 9, "failed_after_retries": {}}
     part = bench_whatsapp.summarise_whatsapp(sample, graph, 0, {"rasa": 0.9, "actions": 0.4})
     assert part["turns"] == 100 and part["turns_per_s"] == 10.0 and part["replies_per_turn"] == 1.5
-    assert set(part["turn_ms"]) == set(part["first_reply_ms"]) == set(part["webhook_ms"]) == {"p50", "p95", "p99"}
+    assert set(part["turn_ms"]) == set(part["first_reply_ms"]) == set(part["last_reply_accepted_ms"]) == set(part["webhook_ms"]) == {"p50", "p95", "p99"}
     assert part["turn_ms"]["p50"] >= part["first_reply_ms"]["p50"]
     assert part["cpu_ms_per_turn"] == {"rasa": 9.0, "actions": 4.0}
     assert {"errors", "flows_completed", "pending_left", "late_replies", "webhook_refused", "graph"} <= set(part)

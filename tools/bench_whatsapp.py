@@ -94,6 +94,7 @@ def otp_code(payloads: list[dict]) -> str | None:
 class WaSample:
     turn_s: list[float] = field(default_factory=list)     # POST -> last reply of the turn at the fake
     first_s: list[float] = field(default_factory=list)    # POST -> first reply
+    accepted_s: list[float] = field(default_factory=list)  # POST -> the fake's answer to the last reply
     webhook_s: list[float] = field(default_factory=list)  # the POST's own round trip
     webhook_refused: int = 0
     unanswered: int = 0
@@ -146,6 +147,7 @@ class WaCitizen:
             if self.last_turn is not None:
                 started, index = self.last_turn
                 self.sample.turn_s[index] = max(self.sample.turn_s[index], arrival(entry) - started)
+                self.sample.accepted_s[index] = max(self.sample.accepted_s[index], entry.at - started)
 
     async def say(self, words: str) -> list[dict]:
         self._late()
@@ -179,6 +181,7 @@ class WaCitizen:
         self.sample.first_s.append(arrival(entries[0]) - started_at)
         self.last_turn = (started_at, len(self.sample.turn_s))
         self.sample.turn_s.append(arrival(entries[-1]) - started_at)
+        self.sample.accepted_s.append(entries[-1].at - started_at)
         payloads = [e.message for e in entries]
         if "gangguan" in bodies(payloads):  # the apology (utter_channel_unavailable)
             self.sample.errors += 1
@@ -241,6 +244,7 @@ def summarise_whatsapp(sample: WaSample, graph: dict, pending_left: int, cpu_s: 
         "turns_per_s": round(turns / sample.elapsed, 1) if sample.elapsed else 0,
         "turn_ms": ms(sample.turn_s),
         "first_reply_ms": ms(sample.first_s),
+        "last_reply_accepted_ms": ms(sample.accepted_s),
         "webhook_ms": ms(sample.webhook_s),
         "webhook_refused": sample.webhook_refused,
         "unanswered_turns": sample.unanswered,
@@ -317,7 +321,9 @@ def print_report(report: dict) -> None:
           f"{limits['throughput_per_s']:g} msg/s per number, pair {limits['pair_per_s']:.3g}/s "
           f"(burst {limits['pair_burst']:g}), latency {limits['latency_min']:g}-{limits['latency_max']:g} s")
     print(f"{'':24}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}")
-    for label, row in (("POST -> last reply", turn), ("POST -> first reply", first), ("webhook answer", hook)):
+    rows = (("POST -> last reply", turn), ("POST -> first reply", first),
+            ("... last one accepted", report["last_reply_accepted_ms"]), ("webhook answer", hook))
+    for label, row in rows:
         print(f"{label:24}{row['p50']!s:>9}{row['p95']!s:>9}{row['p99']!s:>9}")
     print(f"turns {report['turns']}, {report['turns_per_s']} turns/s, {report['replies_per_turn']} replies "
           f"per turn; flows {report['flows_completed']}, errors {report['errors']} (unanswered "
