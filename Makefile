@@ -11,7 +11,7 @@ export SQLALCHEMY_SILENCE_UBER_WARNING := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help install system-packages train run serve test validate test-core check-stories release-check purge tickets verify-certificate bench soak capacity chaos simulator nlu-report clean
+.PHONY: help install system-packages train run serve test validate test-core check-stories release-check purge tickets verify-certificate bench bench-whatsapp soak capacity chaos simulator nlu-report clean
 
 help:
 	@echo "make run      everything up, then a chat in this terminal (Ctrl-C stops it all)"
@@ -23,6 +23,7 @@ help:
 	@echo "make backup   the database to var/backups/ (make restore [FILE=...] puts it back)"
 	@echo "make tickets  the officers' queue of tickets (docs/tickets.md)"
 	@echo "make bench    latency and throughput under load, against stock Rasa (results/bench.json)"
+	@echo "make bench-whatsapp  the same flows over the WhatsApp webhook, fake Graph API at Meta's limits"
 	@echo "make soak     an hour at 16 users: does memory level off? (results/soak.json, soak.png)"
 	@echo "make capacity the most users holding p99 < 1 s, ours and stock (results/capacity.json)"
 	@echo "make chaos    faults under load: kills and outages, then the data checked (results/chaos.json)"
@@ -78,6 +79,9 @@ simulator: install $(MODEL)
 # Our stack against stock Rasa under load; BENCH_ARGS="--mode cluster" for 2 processes.
 bench: install $(MODEL)
 	$(PY) -m tools.bench $(BENCH_ARGS)
+
+bench-whatsapp: install $(MODEL)
+	$(PY) -m tools.bench --channel whatsapp $(BENCH_ARGS)
 
 # Simulated citizens while the action server, Rasa, PostgreSQL and Redis fail; CHAOS_ARGS="--seconds 120".
 # The benchmark's soak mode: a stack of its own under var/soak; SOAK_ARGS="--seconds 600".

@@ -12,7 +12,9 @@ Used by the tests, and by hand to try the channel without a Meta app or a browse
 prints the WHATSAPP_* settings to give Rasa, then reads lines typed as a citizen's messages
 ("#2" taps the second button or row of the last choice the assistant offered). The server runs
 in its own thread, `listeners` hear every chat entry, subclasses add routes with `add_routes`,
-and failures can be scripted with `fail_next`.
+and failures can be scripted with `fail_next`. `Limits` makes it answer as Meta does under
+load (the benchmark's `--channel whatsapp`): a latency per send, the number's throughput and the
+per-recipient pair rate, refused with 429 and Meta's error codes 130429 and 131056.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ import argparse
 import asyncio
 import itertools
 import json
+import random
 import secrets
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -69,6 +73,7 @@ class ChatEntry:
     wamid: str = ""
     latency: float | None = None
     status: int | None = None
+    arrived: float | None = None  # "out": when the request reached the fake, before its latency
 
 
 @dataclass
@@ -85,6 +90,44 @@ class ScriptedFailure:
     title: str
     path_contains: str
     retry_after: str | None = None
+
+
+class TokenBucket:
+    """`rate` tokens a second, at most `burst` saved up; take() spends one if there is one."""
+
+    def __init__(self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic):
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self.tokens, self.at = burst, clock()
+
+    def take(self) -> bool:
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Meta's limits on sending, as this fake models them (docs/performance.md, "The WhatsApp
+    path under load"). Throughput: messages a second for the business number, a bucket holding
+    one second's worth (Meta's default 80; the plan's number needs the 1,000 tier). Pair rate:
+    one message every 6 s to one recipient, bursts of up to 45 (Meta: "about 1 message every 6 s",
+    bursts allowed then paid back). Each /messages and /media answer comes after a latency drawn
+    uniformly between latency_min and latency_max seconds, refusals included. 0 turns a limit off."""
+    throughput_per_s: float = 0.0
+    pair_per_s: float = 0.0
+    pair_burst: float = 45.0
+    latency_min: float = 0.0
+    latency_max: float = 0.0
+
+
+THROUGHPUT_ERROR = (130429, "Rate limit hit", "Cloud API message throughput has been reached.")
+PAIR_RATE_ERROR = (131056, "(Business Account, Consumer Account) pair rate limit hit",
+                   "Message failed to send because there were too many messages sent from this phone "
+                   "number to the same phone number in a short period of time.")
 
 
 def graph_error(code: int, message: str, details: str = "", kind: str = "OAuthException") -> dict:
@@ -172,7 +215,8 @@ class FakeGraph:
     """The Graph API endpoints the channel uses, on 127.0.0.1, in a thread of its own."""
 
     def __init__(self, *, access_token: str = DEFAULT_TOKEN, phone_number_id: str = DEFAULT_PHONE_NUMBER_ID,
-                 host: str = "127.0.0.1", port: int = 0, webhook_url: str = "", app_secret: str = ""):
+                 host: str = "127.0.0.1", port: int = 0, webhook_url: str = "", app_secret: str = "",
+                 limits: Limits | None = None):
         self.access_token = access_token
         self.phone_number_id = phone_number_id
         self.host = host
@@ -185,6 +229,10 @@ class FakeGraph:
         self.chats: dict[str, list[ChatEntry]] = {}
         self.listeners: list[Callable[[ChatEntry], None]] = []
         self._failures: list[ScriptedFailure] = []
+        self.limits = limits or Limits()
+        self.refused: Counter = Counter()  # Meta's error code -> how many /messages answers carried it
+        self._throughput = TokenBucket(self.limits.throughput_per_s, max(1.0, self.limits.throughput_per_s))
+        self._pairs: dict[str, TokenBucket] = {}
         self._lock = threading.Condition()
         self._ids = itertools.count(1)
         self._seq = itertools.count(1)
@@ -384,7 +432,8 @@ class FakeGraph:
             self._lock.notify_all()
         if status == 200 and recorded.path.endswith("/messages") and isinstance(recorded.json, dict):
             wamid = answer["messages"][0]["id"]
-            self._add_entry(str(recorded.json.get("to", "")).lstrip("+"), "out", recorded.json, wamid=wamid)
+            self._add_entry(str(recorded.json.get("to", "")).lstrip("+"), "out", recorded.json, wamid=wamid,
+                            arrived=recorded.at)
         return web.json_response(answer, status=status)
 
     def _scripted(self, path: str) -> ScriptedFailure | None:
@@ -414,6 +463,10 @@ class FakeGraph:
         refusal = self._refusal(request, request.match_info["phone"])
         if refusal is not None:
             return self._record(recorded, *refusal)
+        await self._latency()
+        limited = self._limited(payload)
+        if limited is not None:
+            return self._record(recorded, 429, graph_error(*limited))
         problem = problem_with(payload, self.media)
         if problem is not None:
             return self._record(recorded, 400, graph_error(131009, "Parameter value is not valid", problem))
@@ -421,6 +474,27 @@ class FakeGraph:
         answer = {"messaging_product": "whatsapp", "contacts": [{"input": payload["to"], "wa_id": to}],
                   "messages": [{"id": f"wamid.FAKE{next(self._ids):08d}{secrets.token_hex(6).upper()}"}]}
         return self._record(recorded, 200, answer)
+
+    async def _latency(self) -> None:
+        if self.limits.latency_max > 0:
+            await asyncio.sleep(random.uniform(self.limits.latency_min, self.limits.latency_max))
+
+    def _limited(self, payload: Any) -> tuple[int, str, str] | None:
+        """Meta's code, title and details when a limit refuses this message, else None. The
+        number's throughput is spent first: a message refused for the pair rate still counted."""
+        with self._lock:
+            if self.limits.throughput_per_s > 0 and not self._throughput.take():
+                self.refused[THROUGHPUT_ERROR[0]] += 1
+                return THROUGHPUT_ERROR
+            to = str(payload.get("to", "")).lstrip("+") if isinstance(payload, dict) else ""
+            if self.limits.pair_per_s > 0 and to:
+                bucket = self._pairs.get(to)
+                if bucket is None:
+                    bucket = self._pairs[to] = TokenBucket(self.limits.pair_per_s, self.limits.pair_burst)
+                if not bucket.take():
+                    self.refused[PAIR_RATE_ERROR[0]] += 1
+                    return PAIR_RATE_ERROR
+        return None
 
     async def _upload(self, request: web.Request) -> web.Response:
         recorded = Recorded(request.method, request.path, dict(request.headers))
@@ -436,6 +510,7 @@ class FakeGraph:
         refusal = self._refusal(request, request.match_info["phone"])
         if refusal is not None:
             return self._record(recorded, *refusal)
+        await self._latency()
         if recorded.form.get("messaging_product") != "whatsapp" or "file" not in recorded.files:
             return self._record(recorded, 400, graph_error(100, "Invalid parameter",
                                                            "messaging_product and file are required"))

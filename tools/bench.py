@@ -8,6 +8,8 @@
     python -m tools.bench --patches rule_index --users 16   # RASA_PATCHES=all against all but
                                                 #   rule_index: what that patch buys
     python -m tools.bench --texts new --users 16  # only texts never sent before in the run
+    python -m tools.bench --channel whatsapp     # 16 citizens over the WhatsApp webhook, the fake
+                                                #   Graph API with Meta's limits (tools/bench_whatsapp.py)
 
 Our citizens go through real flows over the REST channel: greeting, status with the OTP read
 from the outbox, download of a certificate (and the PDF behind the link), change of e-mail.
@@ -465,7 +467,10 @@ def plot(report: dict, path: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--users", default="1,16")
+    parser.add_argument("--channel", choices=["rest", "whatsapp"], default="rest",
+                        help="whatsapp: our stack alone, driven through the WhatsApp webhook with the fake "
+                             "Graph API at Meta's limits (tools/bench_whatsapp.py); written under \"whatsapp\"")
+    parser.add_argument("--users", default=None, help="REST: the loads, default 1,16; whatsapp: one, default 16")
     parser.add_argument("--duration", type=float, default=20, help="seconds per round")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--mode", choices=["single", "cluster"], default="single")
@@ -477,8 +482,26 @@ def main() -> int:
     parser.add_argument("--texts", default="mix,new", metavar="mix|new|mix,new",
                         help="mix: each step's usual text, as citizens repeat it; new: every text never sent "
                              "before in the run, so no cache of parsed texts can hit (reported as NAME_new)")
+    parser.add_argument("--wa-throughput", type=float, default=None, metavar="MSG_PER_S",
+                        help="whatsapp: the number's throughput at the fake (default 1000, the tier the capacity "
+                             "plan needs; Meta's default is 80)")
+    parser.add_argument("--wa-quiet", type=float, default=None, metavar="SECONDS",
+                        help="whatsapp: replies stopping this long end a turn (default 0.5)")
     args = parser.parse_args()
-    users = [int(u) for u in args.users.split(",")]
+    if args.channel == "whatsapp":
+        from tools import bench_whatsapp
+
+        if args.wa_throughput is None:
+            args.wa_throughput = bench_whatsapp.THROUGHPUT_PER_S
+        if args.wa_quiet is None:
+            args.wa_quiet = bench_whatsapp.QUIET_S
+        if args.texts not in ("mix,new", "mix", "new"):
+            parser.error(f"--texts: mix or new for --channel whatsapp, not {args.texts!r}")
+        args.texts = "new" if args.texts == "new" else "mix"  # one run: the mix unless told
+        return bench_whatsapp.run(args)
+    if args.wa_throughput is not None or args.wa_quiet is not None:
+        parser.error("--wa-throughput and --wa-quiet are for --channel whatsapp")
+    users = [int(u) for u in (args.users or "1,16").split(",")]
     text_kinds = list(dict.fromkeys(args.texts.split(",")))
     if not text_kinds or set(text_kinds) - set(TEXT_KINDS):
         parser.error(f"--texts: mix, new or mix,new, not {args.texts!r}")
@@ -606,6 +629,14 @@ def main() -> int:
         stem = f"bench-without-{'-'.join(left_out) or 'nothing'}" if args.patches else "bench"
         if args.patches:
             report["patches_left_out"] = list(left_out)
+        previous = RESULTS / f"{stem}.json"
+        if previous.exists():  # the WhatsApp run's figures (--channel whatsapp) stay
+            try:
+                kept = json.loads(previous.read_text()).get("whatsapp")
+            except ValueError:
+                kept = None
+            if kept is not None:
+                report["whatsapp"] = kept
         (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2))
         plot(report, RESULTS / f"{stem}.png")
         print_table(report, list(runs))
