@@ -58,3 +58,19 @@ def test_settings_that_cannot_soak_are_refused_before_anything_starts(argv, caps
         soak.main(argv)
     assert exit_.value.code == 2
     assert "--every at least 5 s" in capsys.readouterr().err
+
+
+def test_soak_texts_are_new_until_a_step_runs_out_then_the_usual_one(monkeypatch):
+    from tools import bench
+    from tools.bench import MIX_TEXTS
+
+    monkeypatch.setitem(bench.NEW_TEXTS, "dose_2", ["yg kedua"])  # few variants: used up sooner
+    texts = soak.SoakTexts(seed=5)
+    new = []
+    while "dose_2" not in texts.used_up and len(new) < 50000:
+        new.append(texts("dose_2"))
+    assert "dose_2" in texts.used_up
+    assert new[-1] == MIX_TEXTS["dose_2"]  # the call that found none left
+    assert len(new[:-1]) == len(set(new[:-1])) > 10  # never repeated while they lasted
+    assert [texts("dose_2") for _ in range(3)] == [MIX_TEXTS["dose_2"]] * 3
+    assert texts.used_up == {"dose_2"} and texts("greet") not in new  # other steps still new

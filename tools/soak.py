@@ -3,7 +3,7 @@
     python -m tools.soak                      # 16 citizens for an hour, a sample every 30 s
     python -m tools.soak --seconds 300 --every 10
 
-A mode of the benchmark (tools/bench.py's citizens, every text new: NewTexts), not a test. It
+A mode of the benchmark (tools/bench.py's citizens, texts new while there are: SoakTexts), not a test. It
 starts a stack of its own on other ports with its own embedded PostgreSQL under var/soak (wiped
 at each run, so a developer's data is never touched), then drives the real flows (status with
 an OTP, download, change of e-mail) with always-new conversations. Every --every seconds it
@@ -29,13 +29,32 @@ from pathlib import Path
 
 import psutil
 
-from tools.bench import LOAD_ENV, RESULTS, NewTexts, OutboxReader, Sample, drive, percentile
+from tools.bench import LOAD_ENV, RESULTS, MixTexts, NewTexts, OutboxReader, Sample, drive, percentile
 from tools.stack import ROOT, Stack, log, prepare_database
 
 SOAK_DIR = ROOT / "var" / "soak"
 PORTS = {"rasa": 5405, "actions": 5455}
 ACCOUNTS = 6000
 PROCESSES = ("rasa", "actions", "postgres")
+
+
+class SoakTexts:
+    """Texts never sent before while a step has any left (NewTexts runs out of them for the
+    shortest steps after some minutes), then the step's usual text: the NLU cache fills up
+    with distinct texts first, which is what its bound must survive."""
+
+    kind = "new"
+
+    def __init__(self, seed: int | None = None):
+        self.new, self.mix, self.used_up = NewTexts(seed), MixTexts(), set()
+
+    def __call__(self, step: str) -> str:
+        if step not in self.used_up:
+            try:
+                return self.new(step)
+            except RuntimeError:
+                self.used_up.add(step)
+        return self.mix(step)
 
 
 def tree_memory_mb(process: psutil.Process | None) -> float | None:
@@ -132,7 +151,7 @@ async def soak(url: str, sampler: Sampler, outbox: OutboxReader, phones: asyncio
                seconds: float, every: float) -> list[dict]:
     """Load in intervals of `every` seconds, one sample after each; citizens start a new
     conversation for every flow (tools/bench.py's citizen), texts never repeated."""
-    texts = NewTexts()
+    texts = SoakTexts()
     samples = []
     end = time.monotonic() + seconds
     while time.monotonic() < end - 1:
