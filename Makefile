@@ -119,10 +119,11 @@ test: system-packages install $(MODEL) validate
 
 # The test stories against the trained model: every flow and its error branches, with the speed
 # patches (rasa_server/patches/) and on stock Rasa (RASA_PATCHES=none), which must predict the same.
+# --e2e: a step's `user:` text goes through the NLU too, which must give the step's intent and entities.
 test-core: install $(MODEL)
-	$(PY) -m rasa_server test core --model $(MODEL) --stories tests/test_stories.yml \
+	$(PY) -m rasa_server test core --model $(MODEL) --stories tests/test_stories.yml --e2e \
 		--fail-on-prediction-errors --out results/core
-	RASA_PATCHES=none $(PY) -m rasa_server test core --model $(MODEL) --stories tests/test_stories.yml \
+	RASA_PATCHES=none $(PY) -m rasa_server test core --model $(MODEL) --stories tests/test_stories.yml --e2e \
 		--fail-on-prediction-errors --out results/core-stock
 
 # tests/test_e2e.py's conversations over the REST channel, run once more on stock Rasa by `make test`.

@@ -17,7 +17,7 @@ from backend.repository import NotVerified, PersonNotChosen
 
 from . import wording
 from .backend import call, get_backend
-from .parsing import parse_dose, parse_field, parse_yes_no
+from .parsing import answer_yes_no, parse_dose, parse_field
 from .verified_form import VerifiedFormValidation, asks_for_resend, flow_of, whatsapp_number
 
 # How each field is named in a sentence: domain.yml's utter_field_label_<field>.
@@ -174,10 +174,7 @@ class ValidateChangeInfoForm(VerifiedFormValidation):
         return self.valid(tracker, new_value=new, change_confirmed=None)
 
     async def validate_change_confirmed(self, value: Any, dispatcher, tracker: Tracker, domain) -> dict:
-        intent = tracker.get_intent_of_latest_message()
-        answer = {"affirm": True, "deny": False}.get(intent)
-        if answer is None:
-            answer = parse_yes_no(str(value))
+        answer = answer_yes_no(tracker.get_intent_of_latest_message(), str(value))
         if answer is None:
             return self.invalid(dispatcher, tracker, "change_confirmed", "utter_invalid_confirmation")
         if not answer:

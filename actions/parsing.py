@@ -36,10 +36,22 @@ DOSE_WORDS = {name: int(dose) for dose in ("1", "2", "3")
 FIELD_ORDER = ("birth_date", "nik", "phone", "email", "name")
 FIELD_WORDS = [(field, tuple(dict.fromkeys(SYNONYMS.get(field, [])))) for field in FIELD_ORDER]
 
+SLANG_LEXICON = Path(__file__).resolve().parents[1] / "nlu_components" / "slang_lexicon.yml"
+
+
+def lexicon_variants(word: str, path: Path = SLANG_LEXICON) -> set[str]:
+    """The ways of writing `word` that the NLU's slang lexicon lists ("mboten", "kagak" for tidak)."""
+    lexicon = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return {str(variant).lower() for variant in lexicon.get(word) or []}
+
+
 YES = {"ya", "iya", "y", "yes", "benar", "betul", "ok", "oke", "okay", "setuju", "lanjut", "simpan",
        "yup", "yap", "sip", "boleh", "/affirm"}
 NO = {"tidak", "tdk", "ga", "gak", "nggak", "enggak", "no", "bukan", "jangan", "batal", "n",
-      "salah", "/deny"}
+      "salah", "/deny"} | lexicon_variants("tidak")
+# The intent of an answer to a yes/no question, before its words: "gak jadi" is a cancel
+# anywhere else, and here it means no.
+INTENT_ANSWERS = {"affirm": True, "deny": False, "cancel": False}
 
 
 # Words around a name that say nothing about who: "yang rina", "untuk anak saya budi".
@@ -69,6 +81,12 @@ def parse_field(text: str) -> str | None:
         if pattern.search(lowered) or pattern.search(raw):
             return field
     return None
+
+
+def answer_yes_no(intent: str | None, text: str) -> bool | None:
+    """The answer to a yes/no question from the message's intent, else from its first word."""
+    answer = INTENT_ANSWERS.get(intent or "")
+    return parse_yes_no(text) if answer is None else answer
 
 
 def parse_yes_no(text: str) -> bool | None:

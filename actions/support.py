@@ -17,7 +17,7 @@ from backend.tickets import EXPECTED_DAYS, USUAL_PROCESSING_DAYS, Tickets, hari,
 
 from . import wording
 from .backend import call, get_backend
-from .parsing import parse_yes_no, words
+from .parsing import answer_yes_no, words
 from .verified_form import REQUESTED_SLOT, VerifiedFormValidation, reset_flow_events
 
 REFERENCE = re.compile(r"\bPL-\d{4}-\d{6}\b", re.IGNORECASE)
@@ -89,9 +89,7 @@ class ValidateReportForm(VerifiedFormValidation):
         return self.valid(tracker, problem_description=text[:1000])
 
     async def validate_report_confirmed(self, value: Any, dispatcher, tracker: Tracker, domain) -> dict:
-        answer = {"affirm": True, "deny": False}.get(tracker.get_intent_of_latest_message())
-        if answer is None:
-            answer = parse_yes_no(str(value))
+        answer = answer_yes_no(tracker.get_intent_of_latest_message(), str(value))
         if answer is None:
             return self.invalid(dispatcher, tracker, "report_confirmed", "utter_invalid_confirmation")
         return self.valid(tracker, report_confirmed="yes" if answer else "no")

@@ -242,6 +242,20 @@ def test_declined_change_changes_nothing(outbox, backend):
     assert backend.repo.current_person("c1").email is None
 
 
+@pytest.mark.parametrize("text, intent, answer", [
+    ("gak jadi", "cancel", "no"), ("batal", "cancel", "no"), ("mboten", "nlu_fallback", "no"),
+    ("kagak usah", "inform", "no"), ("iya kak", "affirm", "yes"), ("nggih", "affirm", "yes")])
+def test_a_confirmation_answered_in_slang_or_with_a_cancel(outbox, text, intent, answer):
+    """At "Ubah ... ? Balas Ya atau Tidak." a cancel means no; the words of "tidak" in the NLU's
+    slang lexicon are read as no whatever the intent."""
+    verify("c1", "081234567003", outbox, form=ValidateChangeInfoForm, phone="+6281234567003")
+    events, messages = run(ValidateChangeInfoForm(), tracker(
+        "c1", text, intent=intent, form="change_info_form", requested="change_confirmed",
+        slots={"info_field": "name", "new_value": "Agus Wijaya"}))
+    assert events == [SlotSet("change_confirmed", answer), SlotSet("form_errors", 0), SlotSet("requested_slot", None)]
+    assert messages == []
+
+
 def test_phone_change_needs_the_code_sent_to_the_new_number(outbox, backend, clock):
     form = ValidateChangeInfoForm()
     verify("c1", "081234567004", outbox, form=ValidateChangeInfoForm, phone="+6281234567004")

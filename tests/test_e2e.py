@@ -121,6 +121,38 @@ def test_wrong_inputs_get_hints_and_the_third_ends_the_form(stack, chat):
     assert "nomor HP" in chat.text("download sertifikat")  # and the citizen can start again
 
 
+def test_short_answers_and_data_with_an_intent_inside_the_menus(stack, chat, backend):
+    """tests/test_stories.yml's in-menu stories (issue 20), live: whatever the NLU makes of a
+    short answer or of data typed with an intent, the menu takes the text as its answer."""
+    from conftest import Outbox
+
+    assert "nomor HP" in chat.text("mau download sertifikat NIK 3174 0115 0190 0001")
+    assert "0812****7001" in chat.text("OTP belum masuk, nomor saya 0812 3456 7001")
+    # A resend asked for in words, not a wrong code (one code a minute: the wait is said).
+    reply = chat.text("kode 123456 salah terus, kirim ulang")
+    assert "Kode baru bisa diminta lagi" in reply and "salah" not in reply
+    assert "beberapa data" in chat.text(outbox_code(stack, Outbox, "+6281234567001", backend.db))
+    assert "Budi Santoso" in chat.text("yang NIK 3174 0115 0190 0001")
+    for typed, label in [("yang booster", "Booster (Dosis 3)"), ("yg pertama kak", "Dosis 1"),
+                         ("dosis kedua", "Dosis 2"), ("yg ke2", "Dosis 2"), ("nomor 3", "Booster (Dosis 3)")]:
+        assert "Sertifikat mana" in chat.text("download sertifikat")
+        assert f"Sertifikat {label} atas nama Budi Santoso" in chat.text(typed), typed
+
+    assert "Data apa" in chat.text("mau ubah data")
+    assert "nomor HP baru" in chat.text("hp nya")
+    assert "Balas Ya atau Tidak" in chat.text("0812 3456 7009")
+    assert "perubahan tidak disimpan" in chat.text("gak jadi")
+    assert "Data apa" in chat.text("ubah data diri")
+    assert "alamat email baru" in chat.text("yang email")
+    assert "Balas Ya atau Tidak" in chat.text("budi.santoso@example.com")
+    assert "Email berhasil diubah menjadi budi.santoso@example.com" in chat.text("nggih")
+    assert "Budi Santoso" in chat.text("ganti nama")
+    assert "Balas Ya atau Tidak" in chat.text("Agus Wijaya")
+    assert "Nama berhasil diubah menjadi *Agus Wijaya*" in chat.text("iya kak")
+    # A ticket reference with the question about it: that ticket is looked up (this account has none).
+    assert "PL-2026-000001" in chat.text("laporan PL-2026-000001 gimana kabarnya")
+
+
 def test_rasa_http_api_is_off(stack):
     base = f"http://127.0.0.1:{stack.rasa_port}"
     for path in ("/conversations/someone/tracker", "/status", "/model/parse"):
