@@ -343,13 +343,21 @@ def test_when_the_document_cannot_be_made_the_link_is_sent(served_certificates, 
     assert TOKEN not in caplog.text
 
 
-def test_429_and_5xx_are_retried_4xx_are_not_and_are_logged_with_metas_code(server, rasa, fake, caplog):
+def test_429_5xx_and_metas_busy_codes_are_retried_other_4xx_are_not_and_logged(server, rasa, fake, caplog):
     fake.fail_next(429, 130429, "Rate limit hit", times=2)
     fake.fail_next(503, 131000, "Something went wrong")
     with caplog.at_level(logging.INFO):
         post(server, payload("text"))
         fake.wait_for_sent(1)
     assert [r.status for r in fake.requests] == [429, 429, 503, 200]
+
+    # A rate limit answered with 400: retried for its code, as Meta asks.
+    fake.clear()
+    fake.fail_next(400, 131056, "(Business Account, Consumer Account) pair rate limit hit")
+    with caplog.at_level(logging.INFO):
+        post(server, payload("text"))
+        fake.wait_for_sent(1)
+    assert [r.status for r in fake.requests] == [400, 200]
 
     fake.clear()
     fake.fail_next(400, 131026, "Message undeliverable")

@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 # Meta answers these when it is busy or broken; a later try may succeed. Everything else in
 # 4xx is a mistake in the request (or the token) that retrying cannot fix.
 RETRY_STATUSES = {429, 500, 502, 503, 504}
+# Meta asks to handle errors by their code, not the HTTP status (which differs between its
+# docs, e.g. 400 or 429 for code 4): rate limits (4, 80007, 130429 throughput, 131056 pair rate)
+# and a service temporarily down (2, 131016, 133004) are worth another try whatever the status.
+RETRY_CODES = frozenset({2, 4, 80007, 130429, 131016, 131056, 133004})
 MAX_DOWNLOAD_BYTES = 10 * 1024 * 1024  # a certificate is ~100 kB; Meta takes documents up to 100 MB
 _LONG_NUMBER = re.compile(r"\+?\d{8,}")
 
@@ -58,7 +62,7 @@ class GraphError(Exception):
 
     @property
     def retryable(self) -> bool:
-        return self.status == 0 or self.status in RETRY_STATUSES
+        return self.status == 0 or self.status in RETRY_STATUSES or self.code in RETRY_CODES
 
 
 def parse_error(status: int, body: Any) -> GraphError:
