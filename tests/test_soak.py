@@ -74,3 +74,22 @@ def test_soak_texts_are_new_until_a_step_runs_out_then_the_usual_one(monkeypatch
     assert len(new[:-1]) == len(set(new[:-1])) > 10  # never repeated while they lasted
     assert [texts("dose_2") for _ in range(3)] == [MIX_TEXTS["dose_2"]] * 3
     assert texts.used_up == {"dose_2"} and texts("greet") not in new  # other steps still new
+
+
+def test_soak_texts_have_at_most_one_typo_long_after_the_simple_variants(monkeypatch):
+    """NewTexts piles typos on once a step's simple variants are used (the hour's soak saw most
+    flows go off track); SoakTexts never puts more than one in a text, and the parsers still
+    read the dose, the field and the yes."""
+    from actions.parsing import parse_dose, parse_field, parse_yes_no
+    from tools.bench import NewTexts
+
+    extra = []  # typos asked for beyond the one a variant may have
+    original = NewTexts._variant
+    monkeypatch.setattr(NewTexts, "_variant",
+                        lambda self, step, typos, more: extra.append(more) or original(self, step, typos, more))
+    texts = soak.SoakTexts(seed=9)
+    for _ in range(2000):
+        assert parse_dose(texts("dose_2")) == 2
+        assert parse_yes_no(texts("affirm")) is True
+        assert parse_field(texts("change_personal_info")) == "email"
+    assert extra and set(extra) == {0}

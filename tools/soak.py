@@ -39,21 +39,25 @@ PROCESSES = ("rasa", "actions", "postgres")
 
 
 class SoakTexts:
-    """Texts never sent before while a step has any left (NewTexts runs out of them for the
-    shortest steps after some minutes), then the step's usual text: the NLU cache fills up
-    with distinct texts first, which is what its bound must survive."""
+    """Texts never sent before, with at most one typo (NewTexts piles typos on once a step's
+    simpler variants are used: after some minutes most flows went off track), while a step has
+    any left; then the step's usual text. The NLU cache fills up with distinct texts first,
+    which is what its bound must survive."""
 
     kind = "new"
+    TRIES = 50
 
     def __init__(self, seed: int | None = None):
         self.new, self.mix, self.used_up = NewTexts(seed), MixTexts(), set()
 
     def __call__(self, step: str) -> str:
         if step not in self.used_up:
-            try:
-                return self.new(step)
-            except RuntimeError:
-                self.used_up.add(step)
+            for _ in range(self.TRIES):
+                text = self.new._variant(step, typos=self.new.random.random() < 0.5, more=0)
+                if text not in self.new.seen:
+                    self.new.seen.add(text)
+                    return text
+            self.used_up.add(step)
         return self.mix(step)
 
 
