@@ -38,6 +38,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import psutil
@@ -165,6 +166,44 @@ class NewTexts:
         word, at = words[i], self.random.randrange(1, len(words[i]) - 1)
         words[i] = word[:at] + word[at] + word[at:] if self.random.random() < 0.6 else word[:at] + word[at + 1:]
         return " ".join(words)
+
+
+@dataclass
+class OwnDatabase:
+    """A load tool's own embedded PostgreSQL, seeded, and what its citizens need from it."""
+    folder: Path
+    url: str
+    env: dict  # the stack's extra environment: raised OTP limits, VAR_DIR, OTP_OUTBOX
+    backend: Any
+    phones: asyncio.Queue
+    outbox: OutboxReader
+
+    @property
+    def pgdata(self) -> Path:
+        return self.folder / "pgdata"
+
+
+def own_database(folder: Path, accounts: int) -> OwnDatabase:
+    """A fresh database under `folder` (wiped: only this run's data, never a developer's),
+    prepared and seeded with `accounts` bench citizens, queued in random order; this process's
+    environment points at it. The embedded PostgreSQL stops when this process exits."""
+    from backend import Backend, embedded
+    from backend.seed import bench_phone, seed_bench
+
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    RESULTS.mkdir(exist_ok=True)
+    env = {**LOAD_ENV, "VAR_DIR": str(folder), "OTP_OUTBOX": str(folder / "otp_outbox.jsonl")}
+    os.environ.update(env)
+    os.environ.pop("DATABASE_URL", None)
+    url = embedded.start(folder / "pgdata")
+    prepare_database(url)
+    backend = Backend.create(dsn=url)
+    seed_bench(backend.db, accounts)
+    phones: asyncio.Queue = asyncio.Queue()
+    for i in random.sample(range(1, accounts + 1), accounts):
+        phones.put_nowait(bench_phone(i))
+    return OwnDatabase(folder, url, env, backend, phones, OutboxReader(Path(env["OTP_OUTBOX"])))
 
 
 def texts_for(kind: str, seed: int | None = None) -> MixTexts | NewTexts:

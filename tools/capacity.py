@@ -20,16 +20,12 @@ import argparse
 import asyncio
 import json
 import os
-import random
-import shutil
 import sys
 import time
-from pathlib import Path
 from typing import Callable
 
-from tools.bench import (LOAD_ENV, RESULTS, MixTexts, OutboxReader, drive, start_ours, start_stock,
-                         summarise)
-from tools.stack import ROOT, log, prepare_database
+from tools.bench import RESULTS, MixTexts, drive, own_database, start_ours, start_stock, summarise
+from tools.stack import ROOT, log
 
 CAPACITY_DIR = ROOT / "var" / "capacity"
 PORTS = {"ours": (5505, 5555), "stock": 5506}
@@ -94,24 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.duration < 5 or not ladder or not targets or set(targets) - {"ours", "stock"}:
         parser.error(f"--duration at least 5 s, --most at least {LADDER[0]}, --targets ours, stock or ours,stock")
 
-    from backend import Backend, embedded
-    from backend.seed import bench_phone, seed_bench
-
-    shutil.rmtree(CAPACITY_DIR, ignore_errors=True)  # a fresh database every run
-    CAPACITY_DIR.mkdir(parents=True)
-    RESULTS.mkdir(exist_ok=True)
-    env = {**LOAD_ENV, "VAR_DIR": str(CAPACITY_DIR), "OTP_OUTBOX": str(CAPACITY_DIR / "otp_outbox.jsonl")}
-    os.environ.update(env)
-    os.environ.pop("DATABASE_URL", None)
-    url = embedded.start(CAPACITY_DIR / "pgdata")
-    prepare_database(url)
-    backend = Backend.create(dsn=url)
-    seed_bench(backend.db, ACCOUNTS)
-    backend.db.close()
-    phones: asyncio.Queue = asyncio.Queue()
-    for i in random.sample(range(1, ACCOUNTS + 1), ACCOUNTS):
-        phones.put_nowait(bench_phone(i))
-    outbox = OutboxReader(Path(env["OTP_OUTBOX"]))
+    own = own_database(CAPACITY_DIR, ACCOUNTS)
+    own.backend.db.close()
+    url, phones, outbox = own.url, own.phones, own.outbox
 
     stack = stock = None
     urls: dict[str, str] = {}

@@ -29,7 +29,6 @@ import json
 import os
 import random
 import re
-import shutil
 import signal
 import sys
 import time
@@ -40,8 +39,8 @@ from pathlib import Path
 
 import aiohttp
 
-from tools.bench import LOAD_ENV, OutboxReader
-from tools.stack import ROOT, Stack, log, prepare_database
+from tools.bench import OutboxReader, own_database
+from tools.stack import ROOT, Stack, log
 
 CHAOS_DIR = ROOT / "var" / "chaos"
 RESULTS = ROOT / "results"
@@ -394,24 +393,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.seconds < 30 or args.users < 1:
         parser.error("--seconds must be at least 30 and --users at least 1")
 
-    from backend import Backend, embedded
-    from backend.seed import bench_phone, seed_bench
+    from backend import embedded
 
-    shutil.rmtree(CHAOS_DIR, ignore_errors=True)  # a fresh database every run: only this run's data
-    CHAOS_DIR.mkdir(parents=True)
-    RESULTS.mkdir(exist_ok=True)
-    env = {**LOAD_ENV, "VAR_DIR": str(CHAOS_DIR), "OTP_OUTBOX": str(CHAOS_DIR / "otp_outbox.jsonl")}
-    os.environ.update(env)
-    os.environ.pop("DATABASE_URL", None)
-    pgdata = CHAOS_DIR / "pgdata"
-    url = embedded.start(pgdata)
-    prepare_database(url)
-    backend = Backend.create(dsn=url)
-    seed_bench(backend.db, ACCOUNTS)
-    phones: asyncio.Queue = asyncio.Queue()
-    for i in random.sample(range(1, ACCOUNTS + 1), ACCOUNTS):
-        phones.put_nowait(bench_phone(i))
-    outbox = OutboxReader(Path(env["OTP_OUTBOX"]))
+    own = own_database(CHAOS_DIR, ACCOUNTS)
+    url, env, backend, phones, outbox, pgdata = own.url, own.env, own.backend, own.phones, own.outbox, own.pgdata
 
     stack = Stack(url, rasa_port=PORTS["rasa"], action_port=PORTS["actions"], log_dir=CHAOS_DIR / "log",
                   extra_env=env, workers=args.workers, redis_port=PORTS["redis"])

@@ -21,16 +21,14 @@ import argparse
 import asyncio
 import json
 import os
-import random
-import shutil
 import sys
 import time
 from pathlib import Path
 
 import psutil
 
-from tools.bench import LOAD_ENV, RESULTS, MixTexts, NewTexts, OutboxReader, Sample, drive, percentile
-from tools.stack import ROOT, Stack, log, prepare_database
+from tools.bench import RESULTS, MixTexts, NewTexts, OutboxReader, Sample, drive, own_database, percentile
+from tools.stack import ROOT, Stack, log
 
 SOAK_DIR = ROOT / "var" / "soak"
 PORTS = {"rasa": 5405, "actions": 5455}
@@ -206,24 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.seconds < 3 * args.every or args.every < 5 or args.users < 1:
         parser.error("--every at least 5 s, --seconds at least three times --every, --users at least 1")
 
-    from backend import Backend, embedded
-    from backend.seed import bench_phone, seed_bench
-
-    shutil.rmtree(SOAK_DIR, ignore_errors=True)  # a fresh database every run: only this run's data
-    SOAK_DIR.mkdir(parents=True)
-    RESULTS.mkdir(exist_ok=True)
-    env = {**LOAD_ENV, "VAR_DIR": str(SOAK_DIR), "OTP_OUTBOX": str(SOAK_DIR / "otp_outbox.jsonl")}
-    os.environ.update(env)
-    os.environ.pop("DATABASE_URL", None)
-    pgdata = SOAK_DIR / "pgdata"
-    url = embedded.start(pgdata)
-    prepare_database(url)
-    backend = Backend.create(dsn=url)
-    seed_bench(backend.db, ACCOUNTS)
-    phones: asyncio.Queue = asyncio.Queue()
-    for i in random.sample(range(1, ACCOUNTS + 1), ACCOUNTS):
-        phones.put_nowait(bench_phone(i))
-    outbox = OutboxReader(Path(env["OTP_OUTBOX"]))
+    own = own_database(SOAK_DIR, ACCOUNTS)
+    url, env, backend, phones, outbox, pgdata = own.url, own.env, own.backend, own.phones, own.outbox, own.pgdata
     stack = Stack(url, rasa_port=PORTS["rasa"], action_port=PORTS["actions"], log_dir=SOAK_DIR / "log",
                   extra_env=env)
     try:
