@@ -7,7 +7,7 @@ a 30 kB body), and at 16 users it was a tenth of the Rasa process's time. What t
 is small: a POST of bytes already written, to a plain http:// server, a status and a JSON body
 back. The response is parsed by httptools (the parser Sanic and uvicorn use); this module only
 writes the request line and headers, and keeps the connections. Anything else (https, a
-compressed body, other arguments) goes to aiohttp as before (rasa_server/patches/kept_connections.py).
+compressed body, other arguments) goes to the request it replaces (rasa_server/patches/lean_http.py).
 
 Errors are aiohttp's: aiohttp.ClientConnectionError when the server cannot be reached or closes
 the connection before answering, asyncio.TimeoutError after the timeout; read_json() reads a body

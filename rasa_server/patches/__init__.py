@@ -20,7 +20,8 @@ from typing import Any, Mapping
 logger = logging.getLogger(__name__)
 
 RASA_VERSION = "3.6.21"
-# In the order they are installed (each is independent of the others).
+# In the order they are installed (each is independent of the others; lean_http hands what it
+# does not take to the request installed before it, kept_connections' or Rasa's).
 TOPICS = (
     "action_reply_check",
     "event_classes",
@@ -28,6 +29,7 @@ TOPICS = (
     "concrete_function",
     "sparse_features",
     "kept_connections",
+    "lean_http",
     "stored_events_json",
     "graph_order",
     "rule_index",

@@ -3,15 +3,14 @@
 Replaces `EndpointConfig.request` and wraps `rasa.core.run.close_resources`.
 Why: Rasa opens a new aiohttp session, and so a new TCP connection, for every call to the
 action server (two or three per message) and closes it after the reply; and writes the body
-(the whole conversation) with json.dumps. Here one session per endpoint and event loop is kept,
-its idle connections dropped after 2 s (before the 5 s after which the action server's Sanic
-closes one, so a request never goes out on a connection the server is closing); the body is
-written by orjson (or is the ActionCall's body that stored_events_json wrote). A POST of bytes
-to a plain http:// URL without compression, TLS or basic auth (the calls to the action server)
-goes through the lean client of rasa_server/http_client.py; anything else through aiohttp.
-Everything else is Rasa's `EndpointConfig.request`: the same headers, parameters, errors
-(`ClientResponseError`), `None` for a reply that is not JSON, and timeout. The sessions are
-closed with Rasa's own resources when the server stops.
+(the whole conversation) with json.dumps. Here one aiohttp session per endpoint and event loop is
+kept, its idle connections dropped after 2 s (before the 5 s after which the action server's
+Sanic closes one, so a request never goes out on a connection the server is closing), without a
+cookie jar (the action server sets none); the body is written by orjson (or is the ActionCall's
+body that stored_events_json wrote), the reply read by orjson. Everything else is Rasa's
+`EndpointConfig.request`: the same headers, parameters, errors (`ClientResponseError`), `None`
+for a reply that is not JSON, and timeout. The sessions are closed with Rasa's own resources
+when the server stops. (lean_http, installed after this, replaces aiohttp for the action calls.)
 Rasa internals touched: `EndpointConfig.request`, `EndpointConfig.headers`, `basic_auth`,
 `cafile`, `combine_parameters`, `rasa.utils.endpoints.concat_url`, `ClientResponseError`,
 `rasa.core.run.close_resources`, `rasa.core.constants.DEFAULT_REQUEST_TIMEOUT`.
@@ -32,7 +31,6 @@ def install() -> None:
     import ssl
 
     import aiohttp
-    from aiohttp.client_exceptions import ContentTypeError
     from rasa.core import run
     from rasa.core.constants import DEFAULT_REQUEST_TIMEOUT
     from rasa.shared.exceptions import FileNotFoundException
@@ -41,7 +39,6 @@ def install() -> None:
     from rasa_server import http_client
 
     kept: dict[tuple[int, int], aiohttp.ClientSession] = {}
-    lean = http_client.Client()
 
     def session_for(endpoint: EndpointConfig) -> aiohttp.ClientSession:
         key = (id(endpoint), id(asyncio.get_running_loop()))
@@ -52,7 +49,7 @@ def install() -> None:
                     if endpoint.basic_auth else None)
             session = aiohttp.ClientSession(
                 headers=endpoint.headers, auth=auth, timeout=aiohttp.ClientTimeout(total=DEFAULT_REQUEST_TIMEOUT),
-                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=2))
+                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=2), cookie_jar=aiohttp.DummyCookieJar())
             kept[key] = session
         return session
 
@@ -78,30 +75,20 @@ def install() -> None:
                                             f"'{os.path.abspath(self.cafile)}' does not exist.") from e
         url = concat_url(self.url, subpath)
         params = self.combine_parameters(kwargs)
-        if (method.lower() == "post" and http_client.handles(url) and not compress and sslcontext is None
-                and not self.basic_auth and isinstance(kwargs.get("data"), bytes) and set(kwargs) <= {"data", "timeout"}):
-            timeout = kwargs.get("timeout", DEFAULT_REQUEST_TIMEOUT)
-            status, reason, response_headers, body = await lean.post(
-                url, kwargs["data"], headers, params, getattr(timeout, "total", timeout))
-            if status >= 400:
-                raise ClientResponseError(status, reason, body)
-            return http_client.read_json(response_headers, body)
         async with session_for(self).request(
             method, url, headers=headers, params=params, compress=compress, ssl=sslcontext, **kwargs,
         ) as response:
             if response.status >= 400:
                 raise ClientResponseError(response.status, response.reason, await response.content.read())
-            try:
-                return await response.json()
-            except ContentTypeError:
-                return None
+            # aiohttp's json() without its content-type error, read by orjson as lean_http does.
+            content_type = response.headers.get("Content-Type", "").encode("latin-1")
+            return http_client.read_json({b"content-type": content_type}, await response.read())
 
     original_close = run.close_resources
 
     async def close_resources(app: Any, loop: Any) -> None:
         for key in [k for k in kept if k[1] == id(loop)]:
             await kept.pop(key).close()
-        await lean.close(loop)
         await original_close(app, loop)
 
     patch(EndpointConfig, "request", request)
