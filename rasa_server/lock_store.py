@@ -11,13 +11,16 @@ until the ticket's lifetime ran out (60 s), each message meanwhile answered with
 Its waiters also look again only once a second, and its Redis client stops the event loop for
 every command.
 
-This store keeps Rasa's ticket design (first come, first served; a ticket expires after
-TICKET_LOCK_LIFETIME seconds, so a process that died holding one does not lock the citizen
-out for good) with every change to a conversation's tickets made by one Lua script, which Redis
-runs atomically:
+This store keeps Rasa's ticket design (first come, first served; no turn holds a conversation
+longer than TICKET_LOCK_LIFETIME seconds) with every change to a conversation's tickets made by
+one Lua script, which Redis runs atomically. A ticket is a lease of LEASE_SECONDS that its
+turn, while alive, renews (up to that lifetime): the tickets of a process that died (killed,
+out of memory) expire within seconds, not after the whole lifetime, during which every message
+of the citizens it was serving would wait and get the apology (seen in `make chaos`):
 - issue: the next number (INCR) joins the conversation's queue, a sorted set (asked again by
   the same turn after a broken connection, it answers with the ticket already issued);
 - turn: drop expired tickets; is this ticket first in the queue, still waiting, or gone;
+- renew: this ticket expires a lease later, if it is still there;
 - finish: drop this ticket; an empty queue leaves no key behind.
 The keys name a hash of the conversation id, not the id (on WhatsApp, a phone number), and keep
 its keys in one Redis Cluster slot. Finishing a turn wakes the ticket next in line, which
@@ -61,6 +64,9 @@ log = logging.getLogger(__name__)
 # is how it notices a ticket before it that expired (a process died holding it).
 LOOK_AGAIN_SECONDS = 0.5
 WAKE_TOKEN_MS = 10_000
+# A ticket's lease, renewed by its living turn a third of it before it ends: a dead process's
+# tickets expire within this, well before the ~13 s a restarted Rasa takes to answer again.
+LEASE_SECONDS = 6.0
 
 # KEYS: the queue (sorted set of "number:expires_ms:request", scored by number), the last number
 # issued. The request is a random id of the turn asking: a request sent again (its answer lost
@@ -97,6 +103,22 @@ if not found then return -1 end
 if first ~= mine then return 0 end
 redis.call('DEL', KEYS[1] .. ':wake:' .. mine)
 return 1
+"""
+# 1: renewed until now + ARGV[2] ms; 0: the ticket is gone (expired: its turn was too slow to renew).
+RENEW = _NOW_MS + """
+local lease = tonumber(ARGV[2])
+for _, entry in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[1])) do
+  local expires, request = string.match(entry, '^%d+:(%d+):(%w+)$')
+  if tonumber(expires) > now then
+    redis.call('ZREM', KEYS[1], entry)
+    redis.call('ZADD', KEYS[1], ARGV[1], ARGV[1] .. ':' .. (now + lease) .. ':' .. request)
+    for _, key in ipairs(KEYS) do
+      if redis.call('PTTL', key) < lease then redis.call('PEXPIRE', key, lease) end
+    end
+    return 1
+  end
+end
+return 0
 """
 # A ticket waits on a list of its own, KEYS[1]..':wake:'..its number; finishing the ticket being
 # served pushes to the next one's.
@@ -204,6 +226,7 @@ class _RedisQueues:
         self._issue = self.redis.register_script(ISSUE)
         self._turn = self.redis.register_script(TURN)
         self._finish = self.redis.register_script(FINISH)
+        self._renew = self.redis.register_script(RENEW)
 
     def keys(self, conversation_id: str) -> list[str]:
         tag = hashlib.sha256(conversation_id.encode()).hexdigest()[:32]
@@ -212,12 +235,28 @@ class _RedisQueues:
     @asynccontextmanager
     async def hold(self, conversation_id: str, lifetime: float, look_again: float) -> AsyncIterator[None]:
         keys = self.keys(conversation_id)
-        ticket = await self._take_ticket(keys, lifetime)
+        lease = min(lifetime, LEASE_SECONDS)
+        ticket = await self._take_ticket(keys, lease)
+        renewing = asyncio.ensure_future(self._keep_renewing(keys, ticket, lease, time.monotonic() + lifetime))
         try:
             await self._wait_for_turn(keys, ticket, look_again)
             yield
         finally:
+            renewing.cancel()
             await self._give_back(keys, ticket)
+
+    async def _keep_renewing(self, keys: list[str], ticket: int, lease: float, until: float) -> None:
+        """While the turn waits or runs: its ticket a lease ahead, never beyond `until`."""
+        while True:
+            await asyncio.sleep(lease / 3)
+            left = until - time.monotonic()
+            if left <= 0:
+                return  # TICKET_LOCK_LIFETIME: the ticket expires as Rasa's would
+            try:
+                if not await self._run(self._renew, keys, [ticket, max(1, int(min(lease, left) * 1000))]):
+                    return
+            except LockError as exc:  # Redis away a moment: try again at the next third
+                log.warning("lock store: a ticket was not renewed (%s)", exc)
 
     async def _take_ticket(self, keys: list[str], lifetime: float) -> int:
         # A cancelled wait must not leave a ticket nobody will give back (the conversation would

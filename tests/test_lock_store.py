@@ -2,7 +2,8 @@
 
 Two processes, each with its own Redis connections, take one conversation's lock many times at
 once: never two turns at a time, nothing left locked. Turns go in arrival order, the next one
-starting as soon as the one before ends; a ticket left by a dead process expires; a turn
+starting as soon as the one before ends; a ticket left by a dead process expires, after a lease
+(which a living turn renews up to Rasa's lifetime) rather than the whole lifetime; a turn
 cancelled while waiting (the channel's timeout) leaves nothing behind; Redis down fails the turn
 at once; a Redis with a password or with TLS is reached only with the right password, a trusted
 certificate and the right name.
@@ -22,6 +23,7 @@ import pytest
 from rasa.core.lock_store import LockError, LockStore
 from rasa.utils.endpoints import EndpointConfig
 
+from rasa_server import lock_store
 from rasa_server.lock_store import ISSUE, ConversationLockStore
 from conftest import ROOT, free_port
 from tools.stack import Stack
@@ -163,6 +165,76 @@ def test_a_ticket_left_by_a_dead_process_expires(redis_port):
     waited, keys = asyncio.run(scenario())
     assert 0.45 <= waited < 3
     assert keys == []
+
+
+def test_a_killed_process_holds_its_conversations_for_a_lease_not_the_lifetime(redis_port):
+    """Rasa killed mid-turn: its citizens wait a lease (here 1 s), not TICKET_LOCK_LIFETIME (60 s)."""
+    script = textwrap.dedent(f"""
+        import asyncio, sys, time
+        sys.path.insert(0, {str(ROOT)!r})
+        from rasa_server import lock_store
+        from rasa.utils.endpoints import EndpointConfig
+
+        lock_store.LEASE_SECONDS = 1.0
+        store = lock_store.ConversationLockStore(EndpointConfig(url="127.0.0.1", port={redis_port}, db=0, store="redis"))
+
+        async def main():
+            async with store.lock("{CONVERSATION}"):  # Rasa's lifetime, 60 s
+                print("held", flush=True)
+                await asyncio.sleep(3)  # renewed meanwhile
+                print("still", flush=True)
+                await asyncio.sleep(600)
+        asyncio.run(main())
+    """)
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().strip() == "held"
+
+        async def waiter():
+            store = redis_store(redis_port)
+            async with store.lock(CONVERSATION, wait_time_in_seconds=0.1):
+                entered = time.monotonic()
+            return entered, await lock_keys(store)
+
+        async def scenario():
+            task = asyncio.create_task(waiter())
+            still = await asyncio.to_thread(process.stdout.readline)  # the holder renewed past its lease
+            assert still.strip() == "still" and not task.done()
+            process.kill()
+            killed = time.monotonic()
+            entered, keys = await task
+            return entered - killed, keys
+
+        waited, keys = asyncio.run(scenario())
+    finally:
+        process.kill()
+        process.wait()
+    assert waited < 2.5  # at most the lease (1 s) plus a look again, not 60 s
+    assert keys == []
+
+
+def test_no_turn_holds_a_conversation_beyond_rasas_lifetime(redis_port, monkeypatch):
+    monkeypatch.setattr(lock_store, "LEASE_SECONDS", 0.6)
+
+    async def scenario():
+        holder, other = redis_store(redis_port), redis_store(redis_port)
+        entered = []
+
+        async def wait_then_enter():
+            await asyncio.sleep(0.1)
+            async with other.lock(CONVERSATION, wait_time_in_seconds=0.1):
+                entered.append(time.monotonic())
+
+        started = time.monotonic()
+        task = asyncio.create_task(wait_then_enter())
+        async with holder.lock(CONVERSATION, lock_lifetime=1.2):
+            await asyncio.sleep(3)  # a turn stuck past its lifetime
+            left = time.monotonic()
+        await task
+        return entered[0] - started, left - started
+
+    entered, left = asyncio.run(scenario())
+    assert 1.2 <= entered < 2.5 < left  # renewed past the 0.6 s lease, not past the 1.2 s lifetime
 
 
 def test_a_turn_cancelled_while_waiting_or_taking_its_ticket_leaves_nothing(redis_port):
