@@ -60,6 +60,10 @@ class Diagnosis:
     issued: tuple = ()           # doses with a certificate
 
 
+# A report repeated within this long is the same report (see Tickets.open).
+REPEAT_WINDOW = timedelta(minutes=10)
+
+
 class Tickets:
     def __init__(self, repo: Repository, wording: Wording):
         self.repo = repo
@@ -78,13 +82,27 @@ class Tickets:
         return f"PL-{self.clock():%Y}-{cur.fetchone()['n']:06d}"
 
     def open(self, conversation_id: str, category: str, description: str, channel: str | None) -> Ticket:
+        """A new ticket; or, for the same report from the same conversation within REPEAT_WINDOW,
+        the one already opened: a confirmation sent again because its answer never came (Rasa
+        died after the ticket was stored, before the turn was saved) opens no second ticket."""
         assert category in EXPECTED_DAYS
 
         def fn(cur):
             person = self.repo._current_person(cur, conversation_id)
             now = self.clock()
-            reference = self._new_reference(cur)
             text = for_officers(description.strip(), 1000) or self.labels[category]
+            # One report of a conversation at a time, even from two processes at once.
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ("ticket:" + conversation_id,))
+            cur.execute(
+                "SELECT id, reference, status, created_at FROM tickets WHERE conversation_id = %s"
+                " AND citizen_id = %s AND category = %s AND description = %s AND created_at > %s"
+                " ORDER BY id DESC LIMIT 1",
+                (conversation_id, person.id, category, text, now - REPEAT_WINDOW))
+            same = cur.fetchone()
+            if same is not None:
+                return Ticket(same["id"], same["reference"], category, same["status"], same["created_at"], text,
+                              label=self.labels[category])
+            reference = self._new_reference(cur)
             cur.execute(
                 "INSERT INTO tickets (reference, citizen_id, conversation_id, category, description,"
                 " channel, created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",

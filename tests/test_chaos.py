@@ -61,9 +61,11 @@ def test_the_checks_catch_a_lost_change_a_doubled_ticket_a_late_otp_and_a_missin
     # twice, a code consumed after it expired, a citizen changed without an audit row.
     seen.changes.append({"conversation": "chaos-b", "phone": "+6281234567005", "email": "hilang@example.com"})
     seen.tickets.append({"conversation": "chaos-b", "reference": "PL-2026-999999"})
-    tickets.open("chaos-a", "other", "aplikasi error terus", "rest")
 
     def spoil(cur):
+        cur.execute("INSERT INTO tickets (reference, citizen_id, conversation_id, category, description, channel,"
+                    " created_at, updated_at) SELECT 'PL-2026-999998', citizen_id, conversation_id, category,"
+                    " description, channel, created_at, updated_at FROM tickets WHERE reference = %s", (reference,))
         cur.execute("UPDATE otp_challenges SET consumed_at = expires_at + interval '1 second'"
                     " WHERE conversation_id = 'chaos-a' RETURNING id")
         late = cur.fetchone()["id"]

@@ -221,3 +221,26 @@ def test_whatsapp_notification_through_the_fake_graph_api(backend):
     assert sent[0]["type"] == "text" and sent[0]["text"]["body"] == "Laporan PL-2026-000001 selesai."
     assert sent[1]["type"] == "template" and sent[1]["template"]["name"] == "pembaruan_laporan"
     assert sent[1]["template"]["components"][0]["parameters"][0]["text"] == "Laporan PL-2026-000001 selesai."
+
+
+def test_the_same_report_sent_again_opens_no_second_ticket(backend, outbox, clock):
+    """A confirmation repeated because its answer never came (Rasa killed after the ticket was
+    stored: `make chaos` found one) gets the ticket already opened, not a second one."""
+    login(backend, outbox, "web-1", "+6281234567003")
+    tickets = Tickets(backend.repo, wording.domain())
+    first = tickets.open("web-1", "other", "aplikasi error terus", "rest")
+    clock.advance(15)
+    again = tickets.open("web-1", "other", "aplikasi error terus", "rest")
+    other = tickets.open("web-1", "other", "aplikasi error lagi", "rest")
+    clock.advance(10 * 60 + 1)
+    later = tickets.open("web-1", "other", "aplikasi error terus", "rest")
+
+    def stored(cur):
+        cur.execute("SELECT reference FROM tickets WHERE conversation_id = 'web-1' ORDER BY id")
+        references = [row["reference"] for row in cur.fetchall()]
+        cur.execute("SELECT count(*) AS n FROM audit_log WHERE conversation_id = 'web-1' AND action = 'ticket_opened'")
+        return references, cur.fetchone()["n"]
+
+    assert again == first
+    assert len({first.reference, other.reference, later.reference}) == 3  # another report; ten minutes on
+    assert backend.db.run(stored) == ([first.reference, other.reference, later.reference], 3)

@@ -183,12 +183,15 @@ class Citizens:
         self.seen = Seen()
         self.last_bad = 0.0  # when the last turn that was not answered normally ended
         self.in_flight: dict[int, float] = {}  # turns under way: their start
+        self.retrying = 0  # citizens whose last turn failed, not yet answered normally
         self.numbers = itertools.count()
 
     def calm(self) -> bool:
-        """Answers normal for CALM_S, and no turn hanging."""
+        """Answers normal for CALM_S, no turn hanging, and no citizen still trying again (a fault
+        must not strike while the last one still holds some conversations back)."""
         now = self.now()
-        return now - self.last_bad >= CALM_S and all(now - s <= SLOW_S for s in self.in_flight.values())
+        return (now - self.last_bad >= CALM_S and not self.retrying
+                and all(now - s <= SLOW_S for s in self.in_flight.values()))
 
     def now(self) -> float:
         return time.monotonic() - self.started
@@ -219,13 +222,20 @@ class Citizens:
     async def say(self, session, sender: str, text: str) -> str | None:
         """The answer, trying again after a failed turn as a citizen would; None: gave up."""
         given_up = time.monotonic() + GIVE_UP_S
-        while True:
-            outcome, reply = await self.turn(session, sender, text)
-            if outcome == "ok":
-                return reply
-            if time.monotonic() > given_up:
-                return None
-            await asyncio.sleep(RETRY_PAUSE_S)
+        failed = False
+        try:
+            while True:
+                outcome, reply = await self.turn(session, sender, text)
+                if outcome == "ok":
+                    return reply
+                if time.monotonic() > given_up:
+                    return None
+                if not failed:
+                    failed = True
+                    self.retrying += 1
+                await asyncio.sleep(RETRY_PAUSE_S)
+        finally:
+            self.retrying -= failed
 
     async def code(self, phone: str) -> str | None:
         for _ in range(100):  # delivered from a queue just after the reply
