@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from contextlib import contextmanager
@@ -22,6 +23,16 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 MIGRATION_LOCK_ID = 727_001
 
 T = TypeVar("T")
+
+
+def session_options(**settings: object) -> str:
+    """libpq's startup `options` giving a connection these settings (`-c name=value` each), or ""
+    with DB_SESSION_SETTINGS=role: PgBouncer refuses startup options, so there the database
+    roles carry the same values as defaults (backend/privileges.py: session_defaults)."""
+    mode = os.environ.get("DB_SESSION_SETTINGS", "startup")
+    if mode not in ("startup", "role"):
+        raise ValueError(f"DB_SESSION_SETTINGS must be startup or role, not {mode!r}")
+    return "" if mode == "role" else " ".join(f"-c {name}={value}" for name, value in settings.items())
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -44,7 +55,7 @@ class Database:
                  name: str = "backend"):
         self._dsn = dsn
         self.name = name  # the pool's label in metrics
-        self._options = f"-c statement_timeout={statement_timeout_ms} -c lock_timeout={statement_timeout_ms}"
+        self._options = session_options(statement_timeout=statement_timeout_ms, lock_timeout=statement_timeout_ms)
         self._idle: list[psycopg2.extensions.connection] = []
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(max_connections)
@@ -52,7 +63,7 @@ class Database:
 
     def _connect(self) -> psycopg2.extensions.connection:
         try:
-            return psycopg2.connect(self._dsn, options=self._options, connect_timeout=3)
+            return psycopg2.connect(self._dsn, options=self._options or None, connect_timeout=3)
         except psycopg2.Error as exc:
             raise DatabaseUnavailable(type(exc).__name__) from exc
 

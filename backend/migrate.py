@@ -19,12 +19,9 @@ from pathlib import Path
 
 from . import secret_rules
 from .db import Database, DatabaseUnavailable, migrate, pending_migrations
+from .privileges import MIGRATION_TIMEOUT_MS
 
 log = logging.getLogger(__name__)
-
-# The migration Job's statements may outlast the services' short timeout (an index on a month of
-# conversation events); waiting stays short.
-MIGRATION_TIMEOUT_MS = 30 * 60 * 1000
 
 
 def main() -> int:
@@ -36,11 +33,16 @@ def main() -> int:
     secret_rules.check(os.environ, secret_rules.DATABASE_ONLY)
     from .settings import PROJECT_ROOT, database_url
 
+    # The migration's statements may outlast the services' short timeout; waiting stays short.
     db = Database(database_url(Path(os.environ.get("VAR_DIR") or PROJECT_ROOT / "var")), max_connections=1,
                   statement_timeout_ms=MIGRATION_TIMEOUT_MS if args.wait is None else 3000)
     try:
         if args.wait is None:
-            applied = migrate(db, grant=True)
+            try:
+                applied = migrate(db, grant=True)
+            except PermissionError as exc:  # the roles' defaults (DB_SESSION_SETTINGS=role)
+                print(f"migration rolled back: {exc}", file=sys.stderr)
+                return 1
             print(f"migrations applied: {', '.join(applied) or 'none pending'}; grants applied")
             return 0
         deadline = time.monotonic() + args.wait

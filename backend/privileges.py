@@ -8,9 +8,14 @@ superuser) is skipped.
 
 Each entry is what the code sends, per table; a statement's WHERE or RETURNING needs SELECT.
 Verified against the real statements in tests/test_security_deploy.py.
+
+With DB_SESSION_SETTINGS=role (PgBouncer in front, deploy/README.md) the pools send no startup
+options, and the same step gives each role its timeouts as defaults in this database instead.
 """
 
 from __future__ import annotations
+
+import os
 
 from psycopg2 import sql
 
@@ -61,6 +66,9 @@ GRANTS: dict[str, dict[str, str]] = {
 READ_ALL = (BACKUP,)
 # Sequences used by name (nextval); those behind serial columns follow INSERT automatically.
 SEQUENCES: dict[str, tuple[str, ...]] = {ACTIONS: ("ticket_number_seq",)}
+# The owner's statements in the migration (python -m backend.migrate) may outlast the services'
+# short timeout: an index on a month of conversation events.
+MIGRATION_TIMEOUT_MS = 30 * 60 * 1000
 
 
 def apply_grants(cur) -> list[str]:
@@ -87,4 +95,51 @@ def apply_grants(cur) -> list[str]:
         if role in READ_ALL:
             cur.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(who))
             cur.execute(sql.SQL("GRANT SELECT ON ALL SEQUENCES IN SCHEMA public TO {}").format(who))
+    if os.environ.get("DB_SESSION_SETTINGS", "startup") == "role":
+        apply_session_defaults(cur, session_defaults())
     return existing
+
+
+def session_defaults(env: dict | None = None) -> dict[str, dict[str, int]]:
+    """Per role, what the pools of the process connecting as it send as startup options
+    (backend/db.py: session_options), for DB_SESSION_SETTINGS=role. The backup's pg_dump sets
+    its own."""
+    from .db import Database
+    from .retention import STATEMENT_TIMEOUT_MS as RETENTION_TIMEOUT_MS
+    from .settings import _int
+
+    env = dict(os.environ if env is None else env)
+    actions = _int(env, "DB_STATEMENT_TIMEOUT_MS", 3000)  # backend/settings.py
+    # Rasa's channels use the pool's default; the tracker store sent none, and gets this too.
+    rasa = Database.__init__.__kwdefaults__["statement_timeout_ms"]
+
+    def timeouts(ms: int) -> dict[str, int]:
+        return {"statement_timeout": ms, "lock_timeout": ms}
+
+    return {OWNER: timeouts(MIGRATION_TIMEOUT_MS), ACTIONS: timeouts(actions), RASA: timeouts(rasa),
+            RETENTION: timeouts(RETENTION_TIMEOUT_MS)}
+
+
+def apply_session_defaults(cur, defaults: dict[str, dict[str, int]]) -> list[str]:
+    """ALTER ROLE ... IN DATABASE (this one) SET, for each existing role of `defaults`. The owner
+    may not alter other roles (NOCREATEROLE), but any role may set its own defaults: the owner,
+    a member of the service roles (roles.psql), does it as each of them in turn. PgBouncer's
+    server connections opened before keep the old values (deploy/README.md: RECONNECT)."""
+    cur.execute("SELECT rolname, pg_has_role(current_user, oid, 'MEMBER') AS member FROM pg_roles"
+                " WHERE rolname = ANY(%s) ORDER BY rolname", (list(defaults),))
+    existing = {row["rolname"]: row["member"] for row in cur.fetchall()}
+    strangers = sorted(role for role, member in existing.items() if not member)
+    if strangers:
+        raise PermissionError(f"DB_SESSION_SETTINGS=role: this role may not set the defaults of {strangers}; "
+                              "run deploy/k8s/postgres/roles.psql again (it makes the owner their member)")
+    cur.execute("SELECT current_database() AS name")
+    database = sql.Identifier(cur.fetchone()["name"])
+    for role in existing:
+        who = sql.Identifier(role)
+        cur.execute(sql.SQL("SET LOCAL ROLE {}").format(who))
+        for name, value in defaults[role].items():
+            # Names and values are this module's own (integers), never input.
+            cur.execute(sql.SQL("ALTER ROLE {} IN DATABASE {} SET {} = {}").format(
+                who, database, sql.Identifier(name), sql.Literal(str(value))))
+        cur.execute("RESET ROLE")
+    return list(existing)

@@ -16,7 +16,8 @@ Lighter per message than Rasa's own, same rows and same order (profiled in docs/
   atomic on its own. The event loop does not wait for the answer: it goes on with other
   conversations meanwhile (rasa_server/pg_async.py);
 - commits of conversation events do not wait for the disk (synchronous_commit off for this
-  store's connections only; TRACKER_SYNCHRONOUS_COMMIT=on restores it): a crash of PostgreSQL
+  store's connections only, or for its INSERTs with DB_SESSION_SETTINGS=role;
+  TRACKER_SYNCHRONOUS_COMMIT=on restores it): a crash of PostgreSQL
   itself may lose the last fraction of a second of conversation, never corrupt it, and the
   records that matter (codes, changes of data, audit, tickets) are written by the backend with
   full durability;
@@ -52,6 +53,7 @@ from rasa.shared.core.trackers import DialogueStateTracker
 from rasa.shared.nlu.constants import INTENT_NAME_KEY
 
 from backend import secret_rules
+from backend.db import session_options
 from rasa_server import pg_async
 from rasa_server.jsonio import dumps, keep_last, remember_json
 
@@ -114,9 +116,16 @@ class StrictSQLTrackerStore(SQLTrackerStore):
         kwargs = create_engine_kwargs(url)
         # The ORM engine runs only Rasa's own count, synchronously (one at a time per process).
         kwargs.update(pool_size=1, max_overflow=0)
+        self._insert_prefix = ""
         if os.environ.get("TRACKER_SYNCHRONOUS_COMMIT", "off") == "off":
-            options = kwargs.setdefault("connect_args", {}).get("options", "")
-            kwargs["connect_args"]["options"] = f"{options} -csynchronous_commit=off".strip()
+            options = session_options(synchronous_commit="off")
+            if options:
+                before = kwargs.setdefault("connect_args", {}).get("options", "")
+                kwargs["connect_args"]["options"] = f"{before} {options}".strip()
+            else:
+                # DB_SESSION_SETTINGS=role (PgBouncer): not a default of the Rasa role, whose
+                # channel writes stay durable, but SET LOCAL in each INSERT's own transaction.
+                self._insert_prefix = "SET LOCAL synchronous_commit TO off; "
         self.engine = sa.create_engine(url, **kwargs)
         self.sessionmaker = sa.orm.session.sessionmaker(bind=self.engine)
         # The statements of each message, on connections (in autocommit mode) that the event loop
@@ -281,7 +290,7 @@ class StrictSQLTrackerStore(SQLTrackerStore):
         INSERT anew for every number of rows, which cost more than the insert itself."""
         columns = list(rows[0])
         one_row = "(" + ", ".join(["%s"] * len(columns)) + ")"
-        sql = (f"INSERT INTO {self.SQLEvent.__table__.name} ({', '.join(columns)}) VALUES "
+        sql = (f"{self._insert_prefix}INSERT INTO {self.SQLEvent.__table__.name} ({', '.join(columns)}) VALUES "
                + ", ".join([one_row] * len(rows)) + " RETURNING id")
         values = tuple(row[c] for row in rows for c in columns)
         return [row_id for (row_id,) in await self._rows(sql, values)]

@@ -41,6 +41,7 @@ LEFT_TO_DEFAULT = {
     "REPLAY_CACHE_SIZE": "512 conversations per Rasa process (docs/performance.md)",
     "RASA_PATCHES": "all: every speed patch of rasa_server/patches/ (docs/performance.md)",
     "TRACKER_SYNCHRONOUS_COMMIT": "off for conversation events only (docs/performance.md)",
+    "DB_SESSION_SETTINGS": "startup: timeouts as startup options; role only with PgBouncer (deploy/README.md)",
     "RASA_SERVER_ALLOW_API": "unset: Rasa's HTTP API refused; only the simulator opts in (docs/platform.md)",
     "PROMETHEUS_MULTIPROC_DIR": "a fresh folder under /tmp (an emptyDir) per Rasa start, for its workers' metrics",
 }

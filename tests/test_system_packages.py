@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).resolve().parent.parent / "tools" / "system-packages"
-ALL = "redis-server chromium chromium-driver fonts-noto-color-emoji poppler-utils zbar-tools rclone"
+ALL = "redis-server chromium chromium-driver fonts-noto-color-emoji poppler-utils zbar-tools rclone pgbouncer"
 COMMANDS = {"redis-server": "redis-server", "chromium": "chromium", "chromium-driver": "chromedriver",
             "poppler-utils": "pdftoppm", "zbar-tools": "zbarimg", "rclone": "rclone"}
+DPKG_ONLY = ("fonts-noto-color-emoji", "pgbouncer")  # no command on the PATH: dpkg-query is asked
 
 
 def stand_in(bin_dir: Path, name: str, body: str) -> None:
@@ -23,15 +24,15 @@ def stand_in(bin_dir: Path, name: str, body: str) -> None:
 
 @pytest.fixture
 def machine(tmp_path):
-    """A bare PATH: `id` says who we are (uid file), `dpkg-query` knows the font only once it is
-    installed, `apt-get` logs its arguments, fails `install` as often as the `fail` file says,
+    """A bare PATH: `id` says who we are (uid file), `dpkg-query` knows the font and pgbouncer only
+    once they are installed, `apt-get` logs its arguments, fails `install` as often as the `fail` file says,
     and on success puts a stand-in for each package's command on the PATH."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     calls = tmp_path / "calls"
     (tmp_path / "uid").write_text("0")
     stand_in(bin_dir, "id", f'read uid < {tmp_path}/uid; echo "$uid"')
-    stand_in(bin_dir, "dpkg-query", f'[ -f {tmp_path}/font ] && echo "install ok installed"')
+    stand_in(bin_dir, "dpkg-query", f'[ -f {tmp_path}/dpkg-$3 ] && echo "install ok installed"')
     installs = "\n".join(f'    {package}) printf "#!/bin/sh\\n" > {bin_dir}/{command}; /bin/chmod +x {bin_dir}/{command} ;;'
                          for package, command in COMMANDS.items())
     stand_in(bin_dir, "apt-get", f"""echo "apt-get $*" >> {calls}
@@ -43,7 +44,7 @@ fi
 for package in "$@"; do
   case "$package" in
 {installs}
-    fonts-noto-color-emoji) : > {tmp_path}/font ;;
+    {"|".join(DPKG_ONLY)}) : > {tmp_path}/dpkg-$package ;;
   esac
 done""")
 
