@@ -12,7 +12,7 @@ Verified against the real statements in tests/test_security_deploy.py.
 
 from __future__ import annotations
 
-from psycopg2 import sql
+from psycopg import sql
 
 OWNER = "vaksin_owner"
 ACTIONS = "vaksin_actions"
