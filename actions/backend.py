@@ -1,5 +1,5 @@
 """The action server's handle on the backend, created once per process, and a way to call it
-without blocking the event loop (psycopg2 is synchronous)."""
+without blocking the event loop (the backend's database calls block)."""
 
 from __future__ import annotations
 

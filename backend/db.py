@@ -1,4 +1,4 @@
-"""PostgreSQL access: a thread-safe connection pool, transactions, and versioned migrations."""
+"""PostgreSQL access: a connection pool (psycopg_pool), transactions, and versioned migrations."""
 
 from __future__ import annotations
 
@@ -10,29 +10,58 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
-import psycopg2
-import psycopg2.errors
-import psycopg2.extras
+import psycopg
+import psycopg.errors
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .events import events
 
 log = logging.getLogger(__name__)
+# psycopg_pool logs every checkout and return at INFO, the level our processes log at.
+logging.getLogger("psycopg.pool").setLevel(logging.WARNING)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # Any constant works: it only has to be the same for every process that migrates.
 MIGRATION_LOCK_ID = 727_001
 
+# The pools' settings, the tracker store's (rasa_server/tracker_store.py) as the backend's.
+WAIT_S = 10.0  # at most this long for a free connection, then DatabaseUnavailable
+CONNECT_TIMEOUT_S = 3
+# psycopg_pool retries a failed connection in the background for up to 5 minutes by default,
+# with ever longer pauses, and callers wait for those tries: given up sooner, a new try starts
+# at the next caller's request.
+RECONNECT_S = 3.0
+# Idle connections are kept (psycopg_pool closes them after 10 minutes by default): a pool
+# emptied in a quiet hour would make the first callers after PostgreSQL went away wait WAIT_S.
+KEEP_IDLE_S = 24 * 3600.0
+
 T = TypeVar("T")
 
 
-def session_options(**settings: object) -> str:
-    """libpq's startup `options` giving a connection these settings (`-c name=value` each), or ""
-    with DB_SESSION_SETTINGS=role: PgBouncer refuses startup options, so there the database
-    roles carry the same values as defaults (backend/privileges.py: session_defaults)."""
+def session_options(*, statement_timeout_ms: int | None = None, lock_timeout_ms: int | None = None,
+                    synchronous_commit: str | None = None, base: str = "") -> str:
+    """The `options` connection parameter that gives every session of a pool these settings
+    (None: the server's, or the role's, default), after `base` (options set elsewhere, such as
+    Rasa's search_path). With DB_SESSION_SETTINGS=role only `base`: PgBouncer refuses startup
+    options, so there the database roles carry the same values as defaults
+    (backend/privileges.py: session_defaults)."""
     mode = os.environ.get("DB_SESSION_SETTINGS", "startup")
     if mode not in ("startup", "role"):
         raise ValueError(f"DB_SESSION_SETTINGS must be startup or role, not {mode!r}")
-    return "" if mode == "role" else " ".join(f"-c {name}={value}" for name, value in settings.items())
+    settings = {"statement_timeout": statement_timeout_ms, "lock_timeout": lock_timeout_ms,
+                "synchronous_commit": synchronous_commit}
+    parts = [base] if base else []
+    if mode == "startup":
+        parts += [f"-c {name}={value}" for name, value in settings.items() if value is not None]
+    return " ".join(parts)
+
+
+def prepare_threshold() -> int | None:
+    """psycopg's default (a statement prepared on the server after 5 uses), or never with
+    DB_SESSION_SETTINGS=role: PgBouncer in transaction mode gives each transaction any server
+    connection, on which a statement prepared on another does not exist."""
+    return None if os.environ.get("DB_SESSION_SETTINGS", "startup") == "role" else 5
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -40,85 +69,134 @@ class DatabaseUnavailable(RuntimeError):
 
 
 class Database:
-    """A small pool of connections with a short statement timeout.
+    """A pool of connections (psycopg_pool's) with a short statement and lock timeout.
 
-    `run(fn, ...)` gives `fn` a cursor inside one transaction: committed when `fn` returns,
-    rolled back when it raises. A connection that the server dropped (a restart, a network
-    blip) is discarded with every idle one, and the transaction retried once on a fresh
-    connection, so the first call after PostgreSQL comes back succeeds.
+    `run(fn, ...)` gives `fn` a cursor, rows as dicts, inside one transaction: committed when
+    `fn` returns, rolled back when it raises. A connection that the server dropped (a restart,
+    a network blip) is discarded with every idle one, and the transaction retried once on a
+    fresh connection, so the first call after PostgreSQL comes back succeeds. Connections are
+    not checked at checkout: a ping per call costs a round trip, a retry only when one broke.
 
-    Not psycopg2.pool: it closes every connection returned beyond `minconn` (so a lazy pool
-    reconnects on every call) and raises instead of waiting when all are in use.
+    psycopg_pool connects in its background workers and, while PostgreSQL is unreachable, keeps
+    trying there while callers wait up to WAIT_S. So that a caller learns at once that the
+    database is down (the citizen's apology, Meta's 503), until a connection has succeeded
+    (at first, and again after one was lost or the pool gave up reconnecting) each call
+    connects on its own, one at a time, and uses that connection once: the first that succeeds
+    hands the following calls back to the pool. The pool opens at the first call, in the process
+    that makes it.
     """
 
     def __init__(self, dsn: str, *, max_connections: int = 8, statement_timeout_ms: int = 3000,
                  name: str = "backend"):
         self._dsn = dsn
         self.name = name  # the pool's label in metrics
-        self._options = session_options(statement_timeout=statement_timeout_ms, lock_timeout=statement_timeout_ms)
-        self._idle: list[psycopg2.extensions.connection] = []
-        self._lock = threading.Lock()
-        self._slots = threading.BoundedSemaphore(max_connections)
         self.max_connections = max_connections
+        self._kwargs = {"options": session_options(statement_timeout_ms=statement_timeout_ms,
+                                                   lock_timeout_ms=statement_timeout_ms),
+                        "connect_timeout": CONNECT_TIMEOUT_S, "row_factory": dict_row,
+                        "prepare_threshold": prepare_threshold()}
+        self._pool: ConnectionPool | None = None
+        self._lock = threading.Lock()
+        self._alone = threading.Lock()  # a call's own connection: one attempt at a time
+        self._reachable = False
+        self._failed: tuple[float, str] = (float("-inf"), "")  # the last own attempt's: when, why
 
-    def _connect(self) -> psycopg2.extensions.connection:
-        try:
-            return psycopg2.connect(self._dsn, options=self._options or None, connect_timeout=3)
-        except psycopg2.Error as exc:
-            raise DatabaseUnavailable(type(exc).__name__) from exc
+    def _opened(self) -> ConnectionPool:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ConnectionPool(
+                    self._dsn, kwargs=self._kwargs, min_size=0, max_size=self.max_connections, open=True,
+                    name=self.name, timeout=WAIT_S, max_idle=KEEP_IDLE_S, reconnect_timeout=RECONNECT_S,
+                    reconnect_failed=self._unreachable)
+            return self._pool
+
+    def _unreachable(self, pool: ConnectionPool | None = None) -> None:
+        self._reachable = False
+
+    def _connect_alone(self, asked: float) -> psycopg.Connection | None:
+        """A connection of the call's own, or None when another call's has just succeeded (the
+        pool serves again). A call that waited while another's attempt failed fails with it."""
+        with self._alone:
+            if self._reachable:
+                return None
+            events().pool_wait(self.name, time.monotonic() - asked)  # for the others' attempts
+            failed_at, reason = self._failed
+            if failed_at >= asked:
+                raise DatabaseUnavailable(reason)
+            try:
+                conn = psycopg.connect(self._dsn, **self._kwargs)
+            except psycopg.Error as exc:
+                self._failed = (time.monotonic(), type(exc).__name__)
+                raise DatabaseUnavailable(type(exc).__name__) from exc
+            self._reachable = True
+            return conn
 
     @contextmanager
-    def _connection(self) -> Iterator[psycopg2.extensions.connection]:
-        waited = time.monotonic()
-        got = self._slots.acquire(timeout=10)
-        events().pool_wait(self.name, time.monotonic() - waited)
-        if not got:
-            raise DatabaseUnavailable("no database connection free within 10 s")
-        conn = None
+    def _connection(self) -> Iterator[psycopg.Connection]:
+        asked = time.monotonic()
+        if not self._reachable:
+            conn = self._connect_alone(asked)
+            if conn is not None:
+                yield conn
+                return
+        pool = self._opened()
         try:
-            with self._lock:
-                conn = self._idle.pop() if self._idle else None
-            if conn is None or conn.closed:
-                conn = self._connect()
+            conn = pool.getconn()
+        except PoolTimeout:
+            raise DatabaseUnavailable(f"no database connection free within {WAIT_S:g} s") from None
+        finally:
+            events().pool_wait(self.name, time.monotonic() - asked)
+        try:
             yield conn
         finally:
-            if conn is not None:
-                if conn.closed:
-                    self.discard_idle()  # the server went away: the others are dead too
-                else:
-                    with self._lock:
-                        self._idle.append(conn)
-            self._slots.release()
+            pool.putconn(conn)  # a broken one is replaced by the pool
 
-    def discard_idle(self) -> None:
+    def _lost(self) -> None:
+        """A connection broke: the idle ones most likely too (a restart)."""
+        self._unreachable()
         with self._lock:
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
+            pool = self._pool
+        if pool is not None:
+            pool.drain()
 
     def warm(self, count: int | None = None) -> None:
-        """Open connections ahead of the first requests (at server start)."""
+        """Open connections ahead of the first requests (at server start), kept from then on."""
         count = min(count or self.max_connections, self.max_connections)
-        fresh = [self._connect() for _ in range(count - len(self._idle))]
-        with self._lock:
-            self._idle.extend(fresh)
+        pool = self._opened()
+        pool.resize(count, self.max_connections)
+        try:
+            pool.wait(WAIT_S)
+        except PoolTimeout:
+            with self._lock:  # wait() closed it
+                if self._pool is pool:
+                    self._pool = None
+            raise DatabaseUnavailable(f"{count} database connections not open within {WAIT_S:g} s") from None
+        self._reachable = True
 
     def run(self, fn: Callable[..., T], *args, **kwargs) -> T:
         for attempt in (1, 2):
             with self._connection() as conn:
                 try:
-                    with conn:  # commit on success, rollback on error
-                        with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+                    # Commit on success, rollback on error; a call's own connection is then closed.
+                    with conn:
+                        with conn.cursor() as cur:
                             return fn(cur, *args, **kwargs)
-                except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
-                    if conn.closed and attempt == 1:
-                        log.warning("database connection lost (%s); retrying once", type(exc).__name__)
-                        continue
+                except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                    if conn.broken:
+                        self._lost()
+                        if attempt == 1:
+                            log.warning("database connection lost (%s); retrying once", type(exc).__name__)
+                            continue
                     raise DatabaseUnavailable(type(exc).__name__) from exc
         raise AssertionError("unreachable")
 
     def close(self) -> None:
-        self.discard_idle()
+        """Close the pool's connections (those in use when they come back); a later call opens
+        a new pool."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
 
 
 class MigrationsPending(RuntimeError):
@@ -172,7 +250,7 @@ def migrate(db: Database, *, grant: bool = False) -> list[str]:
 
     try:
         applied = db.run(apply)
-    except psycopg2.errors.InsufficientPrivilege:
+    except psycopg.errors.InsufficientPrivilege:
         raise MigrationsPending("the schema needs migrations this database role may not apply: "
                                 "run `python -m backend.migrate` as the owner role (deploy/README.md)") from None
     for name in applied:

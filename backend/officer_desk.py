@@ -91,7 +91,7 @@ class OfficerDesk:
                 " c.nik, c.full_name, (h.active IS TRUE) AS live"
                 " FROM tickets t LEFT JOIN citizens c ON c.id = t.citizen_id"
                 " LEFT JOIN handoffs h ON h.ticket_id = t.id"
-                " WHERE t.status IN %s ORDER BY t.created_at, t.id", (OPEN_STATUSES,))
+                " WHERE t.status = ANY(%s) ORDER BY t.created_at, t.id", (list(OPEN_STATUSES),))
             return [dict(row) for row in cur.fetchall()]
 
         return self.db.run(fn)

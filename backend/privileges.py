@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 
-from psycopg2 import sql
+from psycopg import sql
 
 OWNER = "vaksin_owner"
 ACTIONS = "vaksin_actions"

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 from typing import Iterable, Mapping
 
-import psycopg2.extensions
+from psycopg import ProgrammingError
+from psycopg.conninfo import conninfo_to_dict
 
 MIN_BYTES = 32
 
@@ -79,8 +80,8 @@ def _value(env: Mapping[str, str], name: str) -> str:
     if name == "DATABASE_URL":
         url = env.get(name) or ""
         try:
-            return psycopg2.extensions.parse_dsn(url).get("password", "") if url else ""
-        except psycopg2.ProgrammingError:
+            return conninfo_to_dict(url).get("password", "") if url else ""
+        except ProgrammingError:
             raise WeakSecret("DATABASE_URL is not a valid PostgreSQL URL") from None
     return env.get(name) or ""
 

@@ -14,7 +14,7 @@ Lighter per message than Rasa's own, same rows and same order (profiled in docs/
   sent as plain SQL: one round trip, where the ORM session's BEGIN, statement and COMMIT or
   ROLLBACK took three, with the event loop waiting on each. A save is one multi-row INSERT,
   atomic on its own. The event loop does not wait for the answer: it goes on with other
-  conversations meanwhile (rasa_server/pg_async.py);
+  conversations meanwhile (psycopg's asynchronous connections, in psycopg_pool's pool);
 - commits of conversation events do not wait for the disk (synchronous_commit off for this
   store's connections only, or for its INSERTs with DB_SESSION_SETTINGS=role;
   TRACKER_SYNCHRONOUS_COMMIT=on restores it): a crash of PostgreSQL
@@ -37,24 +37,27 @@ Lighter per message than Rasa's own, same rows and same order (profiled in docs/
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
+import time
 from collections import OrderedDict
-from typing import Any
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
 
-import psycopg2
+import psycopg
 import sqlalchemy as sa
 import sqlalchemy.exc
 import sqlalchemy.orm
+from psycopg_pool import AsyncConnectionPool
 from rasa.core.tracker_store import SQLTrackerStore, create_engine_kwargs
 from rasa.shared.core.events import BotUttered
 from rasa.shared.core.trackers import DialogueStateTracker
 from rasa.shared.nlu.constants import INTENT_NAME_KEY
 
 from backend import secret_rules
-from backend.db import session_options
-from rasa_server import pg_async
+from backend.db import CONNECT_TIMEOUT_S, KEEP_IDLE_S, RECONNECT_S, WAIT_S, prepare_threshold, session_options
 from rasa_server.jsonio import dumps, keep_last, remember_json
 
 
@@ -66,6 +69,70 @@ POOL_SIZE = int(os.environ.get("SQL_POOL_SIZE", "5")) + int(os.environ.get("SQL_
 
 class TrackerStoreUnavailable(BaseException):
     """The conversation could not be read or saved; nothing of this turn was processed or kept."""
+
+
+class Statements:
+    """The store's connections for one event loop, in autocommit mode: psycopg_pool's
+    AsyncConnectionPool (its workers are tasks of that loop), at most `size` in use at once.
+    As backend/db.py's Database, and for the same reason (a turn on a database that is down
+    fails at once, not after WAIT_S): until a connection has succeeded, at first and again
+    after one was lost or the pool gave up reconnecting, each statement connects on its own,
+    one at a time, and uses that connection once."""
+
+    def __init__(self, connect_kwargs: dict[str, Any], size: int) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.connect_kwargs = connect_kwargs
+        self.pool = AsyncConnectionPool(
+            kwargs=connect_kwargs, min_size=0, max_size=size, open=False, name="tracker_store",
+            timeout=WAIT_S, max_idle=KEEP_IDLE_S, reconnect_timeout=RECONNECT_S,
+            reconnect_failed=self.unreachable)
+        self.opened = False
+        self.reachable = False
+        self.alone = asyncio.Lock()
+        self.failed: tuple[float, BaseException | None] = (float("-inf"), None)
+
+    def unreachable(self, pool: AsyncConnectionPool | None = None) -> None:
+        self.reachable = False
+
+    async def _connect_alone(self, asked: float) -> psycopg.AsyncConnection | None:
+        async with self.alone:
+            if self.reachable:
+                return None
+            failed_at, error = self.failed
+            if failed_at >= asked and error is not None:
+                raise error  # the attempt this statement waited for
+            try:
+                connection = await psycopg.AsyncConnection.connect(**self.connect_kwargs)
+            except psycopg.Error as exc:
+                self.failed = (time.monotonic(), exc)
+                raise
+            self.reachable = True
+            return connection
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
+        if not self.reachable:
+            connection = await self._connect_alone(time.monotonic())
+            if connection is not None:
+                try:
+                    yield connection
+                finally:
+                    await connection.close()
+                return
+        if not self.opened:
+            await self.pool.open()
+            self.opened = True
+        connection = await self.pool.getconn()
+        try:
+            yield connection
+        finally:
+            await self.pool.putconn(connection)  # a closed one is replaced by the pool
+
+    async def lost(self) -> None:
+        """A connection broke: the idle ones most likely too (a restart)."""
+        self.unreachable()
+        if self.opened:
+            await self.pool.drain()
 
 
 # What a stored bot message shows in place of a certificate's download token.
@@ -116,23 +183,25 @@ class StrictSQLTrackerStore(SQLTrackerStore):
         kwargs = create_engine_kwargs(url)
         # The ORM engine runs only Rasa's own count, synchronously (one at a time per process).
         kwargs.update(pool_size=1, max_overflow=0)
-        self._insert_prefix = ""
-        if os.environ.get("TRACKER_SYNCHRONOUS_COMMIT", "off") == "off":
-            options = session_options(synchronous_commit="off")
-            if options:
-                before = kwargs.setdefault("connect_args", {}).get("options", "")
-                kwargs["connect_args"]["options"] = f"{before} {options}".strip()
-            else:
-                # DB_SESSION_SETTINGS=role (PgBouncer): not a default of the Rasa role, whose
-                # channel writes stay durable, but SET LOCAL in each INSERT's own transaction.
-                self._insert_prefix = "SET LOCAL synchronous_commit TO off; "
+        connect_args = kwargs.setdefault("connect_args", {})
+        commit_off = os.environ.get("TRACKER_SYNCHRONOUS_COMMIT", "off") == "off"
+        options = session_options(synchronous_commit="off" if commit_off else None,
+                                  base=connect_args.get("options", ""))
+        if options:
+            connect_args["options"] = options
+        # DB_SESSION_SETTINGS=role (PgBouncer) sends no options: synchronous_commit off is then
+        # not a default of the Rasa role, whose channel writes stay durable, but SET LOCAL in
+        # each INSERT's own transaction (one round trip, bound client-side: see _rows).
+        self._insert_prefix = "SET LOCAL synchronous_commit TO off; " if commit_off and "synchronous_commit" not in options else ""
         self.engine = sa.create_engine(url, **kwargs)
         self.sessionmaker = sa.orm.session.sessionmaker(bind=self.engine)
         # The statements of each message, on connections (in autocommit mode) that the event loop
         # waits on without stopping; the ORM's engine above only for Rasa's own count.
-        _, connect_kwargs = self.engine.dialect.create_connect_args(url)
-        connect_kwargs.update(kwargs.get("connect_args", {}))
-        self._pool = pg_async.Pool(connect_kwargs, size=POOL_SIZE)
+        connect_kwargs = url.translate_connect_args(username="user", database="dbname")
+        connect_kwargs.update(url.query, **connect_args, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
+                              prepare_threshold=prepare_threshold())
+        self._connect_kwargs = connect_kwargs
+        self._statements: Statements | None = None
         table = self.SQLEvent.__table__.name
         self._sql_last_id = f"SELECT max(id) FROM {table} WHERE sender_id = %(sender_id)s"
         self._sql_all_sessions = f"SELECT data FROM {table} WHERE sender_id = %(sender_id)s ORDER BY id"
@@ -149,28 +218,51 @@ class StrictSQLTrackerStore(SQLTrackerStore):
         self._nothing_stored: OrderedDict[str, None] = OrderedDict()
 
     def dispose(self) -> None:
-        """Close every pooled connection."""
+        """Close every pooled connection: the ORM engine's, and the statements' when their event
+        loop is not running (after asyncio.run() it is closed, and they close with the pool when
+        it is collected)."""
         self.engine.dispose()
-        self._pool.close()
+        statements, self._statements = self._statements, None
+        if statements is not None and not statements.loop.is_closed() and not statements.loop.is_running():
+            statements.loop.run_until_complete(statements.pool.close())
+
+    def _current_statements(self) -> Statements:
+        """Rasa serves from one event loop; tools and tests may call from one loop after another
+        (asyncio.run), and a pool works in the loop it was opened in."""
+        statements = self._statements
+        if statements is None or statements.loop is not asyncio.get_running_loop():
+            statements = self._statements = Statements(self._connect_kwargs, POOL_SIZE)
+        return statements
 
     async def _rows(self, sql: str, parameters) -> list[tuple]:
         """One statement in autocommit mode: one round trip, during which the event loop goes on
-        with other conversations (rasa_server/pg_async.py). Through psycopg2's cursor directly:
-        SQLAlchemy's statement and result objects around it cost more CPU than the statement.
-        A connection the database closed is thrown away with every idle one of the pool, as
-        SQLAlchemy does, and the error says so (DBAPIError.connection_invalidated)."""
+        with other conversations. Through psycopg's cursor directly: SQLAlchemy's statement and
+        result objects around it cost more CPU than the statement. A connection whose statement
+        failed or was cancelled is closed, not used again; one the database closed is thrown
+        away with every idle one of the pool, as SQLAlchemy does, and the error says so
+        (DBAPIError.connection_invalidated)."""
+        statements = self._current_statements()
         gone = False
-
-        def on_error(exc: psycopg2.Error, connection: Any) -> None:
-            nonlocal gone
-            gone = self.engine.dialect.is_disconnect(exc, connection, None)
-            if gone:
-                self._pool.close()
-
         try:
-            return await self._pool.rows(sql, parameters, on_error)
-        except psycopg2.Error as exc:
-            raise sqlalchemy.exc.DBAPIError.instance(sql, parameters, exc, psycopg2.Error,
+            async with statements.connection() as connection:
+                try:
+                    if sql.startswith("SET LOCAL"):
+                        # Two statements in one: only client-side binding (the simple query
+                        # protocol) allows it; the INSERT's rows are the second result.
+                        cursor = psycopg.AsyncClientCursor(connection)
+                        await cursor.execute(sql, parameters)
+                        cursor.nextset()
+                    else:
+                        cursor = await connection.execute(sql, parameters)
+                    return await cursor.fetchall() if cursor.description is not None else []
+                except BaseException:
+                    gone = connection.broken
+                    await connection.close()  # its state is unknown
+                    if gone:
+                        await statements.lost()
+                    raise
+        except psycopg.Error as exc:
+            raise sqlalchemy.exc.DBAPIError.instance(sql, parameters, exc, psycopg.Error,
                                                      connection_invalidated=gone) from exc
 
     async def _take_recent(self, sender_id: str) -> DialogueStateTracker | None:

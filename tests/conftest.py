@@ -11,8 +11,8 @@ import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import psycopg2
-import psycopg2.extensions
+import psycopg
+from psycopg.conninfo import make_conninfo
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,7 +79,7 @@ def server_url() -> str:
 @pytest.fixture(scope="session")
 def database_url(server_url: str) -> str:
     """A fresh database on that server, migrated once."""
-    admin = psycopg2.connect(server_url)
+    admin = psycopg.connect(server_url)
     admin.autocommit = True
     with admin.cursor() as cur:
         cur.execute("SELECT datname FROM pg_database WHERE datname LIKE 'vaksin_test_%'")
@@ -91,18 +91,18 @@ def database_url(server_url: str) -> str:
         # Tests commit thousands of tiny transactions; durability across a crash is not needed.
         cur.execute(f"ALTER DATABASE {TEST_DB} SET synchronous_commit = off")
     admin.close()
-    url = psycopg2.extensions.make_dsn(server_url, dbname=TEST_DB)
+    url = make_conninfo(server_url, dbname=TEST_DB)
     backend = Backend.create(Settings.from_env({"VAR_DIR": str(ROOT / "var"), "OTP_HASH_KEY": "x"}), dsn=url)
     migrate(backend.db)
     backend.db.close()
     yield url
     try:
-        admin = psycopg2.connect(server_url)
+        admin = psycopg.connect(server_url)
         admin.autocommit = True
         with admin.cursor() as cur:
             cur.execute(f"DROP DATABASE IF EXISTS {TEST_DB} WITH (FORCE)")
         admin.close()
-    except psycopg2.Error:
+    except psycopg.Error:
         pass  # the server already stopped: the next session drops it
 
 

@@ -9,10 +9,10 @@ import sys
 import time
 from pathlib import Path
 
-import psycopg2
-import psycopg2.extensions
+import psycopg
+from psycopg.conninfo import make_conninfo
 import pytest
-from psycopg2 import sql
+from psycopg import sql
 
 from actions import wording
 from backend import Backend, Settings
@@ -25,12 +25,12 @@ def scratch_db(server_url, tmp_path):
     """A database of its own, migrated and seeded as `make run` leaves it: a restore replaces
     its whole schema, which the session's shared test database must not undergo."""
     name = f"vaksin_backup_{os.getpid()}"
-    admin = psycopg2.connect(server_url)
+    admin = psycopg.connect(server_url)
     admin.autocommit = True
     with admin.cursor() as cur:
         cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = psycopg2.extensions.make_dsn(server_url, dbname=name)
+    url = make_conninfo(server_url, dbname=name)
     backend = assembled(Settings.from_env(_settings(tmp_path)), dsn=url)
     backend.prepare()
     backend.db.close()
@@ -54,7 +54,7 @@ def run_tool(url: str, tmp_path: Path, *args: str) -> subprocess.CompletedProces
 def snapshot(url: str) -> dict[str, tuple[int, str]]:
     """Every table's row count and a checksum of all its rows, and every sequence's position."""
     state = {}
-    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+    with psycopg.connect(url) as conn, conn.cursor() as cur:
         cur.execute("SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
                     " WHERE n.nspname = 'public' AND c.relkind IN ('r', 'S') ORDER BY 1")
         for name, kind in cur.fetchall():
@@ -89,7 +89,7 @@ def change_everything(url: str, tmp_path: Path) -> Backend:
 
 
 def name_of_citizen_with_phone(url: str, phone: str) -> str:
-    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+    with psycopg.connect(url) as conn, conn.cursor() as cur:
         cur.execute("SELECT c.full_name FROM citizens c JOIN accounts a ON a.id = c.account_id"
                     " WHERE a.phone = %s ORDER BY c.id LIMIT 1", (phone,))
         name = cur.fetchone()[0]
@@ -176,14 +176,14 @@ def test_restore_refuses_while_the_assistant_is_connected(scratch_db, tmp_path):
 
 def test_restoring_an_older_releases_backup_runs_the_migrations(scratch_db, tmp_path):
     # The backup of a release before 0005: its table and its ledger row absent.
-    with psycopg2.connect(scratch_db) as conn, conn.cursor() as cur:
+    with psycopg.connect(scratch_db) as conn, conn.cursor() as cur:
         cur.execute("DROP TABLE otp_deliveries")
         cur.execute("DELETE FROM schema_migrations WHERE name = '0005_otp_deliveries.sql'")
     conn.close()
     assert run_tool(scratch_db, tmp_path, "backup").returncode == 0
     restored = run_tool(scratch_db, tmp_path, "restore")
     assert restored.returncode == 0, restored.stderr
-    with psycopg2.connect(scratch_db) as conn, conn.cursor() as cur:
+    with psycopg.connect(scratch_db) as conn, conn.cursor() as cur:
         cur.execute("SELECT to_regclass('otp_deliveries') IS NOT NULL,"
                     " EXISTS (SELECT 1 FROM schema_migrations WHERE name = '0005_otp_deliveries.sql')")
         assert cur.fetchone() == (True, True)
@@ -221,12 +221,12 @@ def test_the_backup_role_dumps_every_table_and_may_change_nothing(roles_db, tmp_
 
     backup_url = roles_db[privileges.BACKUP]
     # The privileges themselves, with the role's read-only default turned off (any session may).
-    read_write = psycopg2.extensions.make_dsn(backup_url, options="-c default_transaction_read_only=off")
+    read_write = make_conninfo(backup_url, options="-c default_transaction_read_only=off")
     for statement in ("UPDATE citizens SET full_name = 'x'", "DELETE FROM audit_log", "INSERT INTO events"
                       " (sender_id, type_name) VALUES ('x', 'user')", "CREATE TABLE intruder (x int)",
                       "TRUNCATE tickets", "SELECT nextval('ticket_number_seq')"):
         assert _denied(read_write, statement), statement
-    with pytest.raises(psycopg2.errors.ReadOnlySqlTransaction):  # and by default every write stops sooner
+    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):  # and by default every write stops sooner
         _run(backup_url, "UPDATE citizens SET full_name = 'x'")
     assert _run(backup_url, "SELECT count(*) FROM citizens")[0][0] > 0
 
@@ -299,13 +299,13 @@ def test_the_upload_is_encrypted_keeps_30_daily_and_12_monthly_and_restores(role
                        env=env, check=True)
     assert subprocess.run(["sha256sum", "-c", dump.name + ".sha256"], cwd=fetched, capture_output=True).returncode == 0
     name = f"vaksin_drill_{os.getpid()}"
-    admin = psycopg2.connect(server_url)
+    admin = psycopg.connect(server_url)
     admin.autocommit = True
     with admin.cursor() as cur:
         cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
-        drill = psycopg2.extensions.make_dsn(server_url, dbname=name)
+        drill = make_conninfo(server_url, dbname=name)
         restored = subprocess.run([str(bin_dir() / "pg_restore"), "--no-owner", "--no-acl", "--exit-on-error",
                                    "--single-transaction", "--dbname", drill, str(fetched / dump.name)],
                                   capture_output=True, text=True)

@@ -159,6 +159,16 @@ def test_with_role_settings_the_pools_work_through_pgbouncer_with_the_same_timeo
         assert _show(actions, "lock_timeout") == f"{ACTIONS_TIMEOUT_MS}ms"
         assert migrate(actions) == []  # the services' check at start: nothing pending
         assert actions.run(lambda cur: (cur.execute("SELECT count(*) AS n FROM accounts"), cur.fetchone()["n"])[1]) == 0
+        # psycopg prepares a statement used 5 times on the server; PgBouncer 1.18 would then run
+        # it on a server connection where it was never prepared: prepared statements are off.
+        other = Database(bouncer(privileges.ACTIONS), max_connections=1)  # a second process's pool
+        try:
+            for _ in range(12):
+                for db in (actions, other):
+                    assert db.run(lambda cur: (cur.execute("SELECT count(*) AS n FROM accounts WHERE id > %s", (0,)),
+                                               cur.fetchone()["n"])[1]) == 0
+        finally:
+            other.close()
         started = time.monotonic()
         with pytest.raises(DatabaseUnavailable, match="QueryCanceled"):
             actions.run(lambda cur: cur.execute("SELECT pg_sleep(5)"))
@@ -181,7 +191,9 @@ def test_with_role_settings_the_pools_work_through_pgbouncer_with_the_same_timeo
     try:
         asyncio.run(store.save(_conversation("bouncer-1")))
         store._recent.clear()  # read back from the table
-        again = asyncio.run(store.retrieve("bouncer-1"))
+        for _ in range(6):  # the same statements again and again, on shared server connections
+            store._recent.clear()
+            again = asyncio.run(store.retrieve("bouncer-1"))
         assert again.latest_message.text == "halo" and [e.type_name for e in again.events] == ["action", "user"]
         assert asyncio.run(store._rows("SHOW statement_timeout", {})) == [("3s",)]
         with_prefix = store._insert_prefix + "SELECT current_setting('synchronous_commit')"
@@ -203,9 +215,9 @@ def test_the_role_defaults_are_what_the_pools_send_as_startup_options(bouncer, m
     from backend.retention import STATEMENT_TIMEOUT_MS
 
     backend = Backend.create(Settings.from_env({**env, "VAR_DIR": str(ROOT / "var"), "OTP_HASH_KEY": "x"}), dsn="x")
-    sent = {privileges.ACTIONS: backend.db._options, privileges.RASA: Database("x")._options,
-            privileges.RETENTION: Database("x", statement_timeout_ms=STATEMENT_TIMEOUT_MS)._options,
-            privileges.OWNER: Database("x", statement_timeout_ms=privileges.MIGRATION_TIMEOUT_MS)._options}
+    sent = {privileges.ACTIONS: backend.db._kwargs["options"], privileges.RASA: Database("x")._kwargs["options"],
+            privileges.RETENTION: Database("x", statement_timeout_ms=STATEMENT_TIMEOUT_MS)._kwargs["options"],
+            privileges.OWNER: Database("x", statement_timeout_ms=privileges.MIGRATION_TIMEOUT_MS)._kwargs["options"]}
     assert {role: " ".join(f"-c {k}={v}" for k, v in values.items()) for role, values in defaults.items()} == sent
 
     monkeypatch.setenv("DB_SESSION_SETTINGS", "role")

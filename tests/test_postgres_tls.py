@@ -2,7 +2,7 @@
 Secret postgres-tls): a real PostgreSQL with ssl=on and a certificate made by the commands of
 deploy/README.md ("TLS to PostgreSQL"), reached by the backend's pool through libpq's
 environment, as every process of the deployment reaches it. The embedded PostgreSQL is built
-without TLS, so the server is Debian's (the client, psycopg2's libpq, is the deployment's)."""
+without TLS, so the server is Debian's (the client, psycopg's libpq, is the deployment's)."""
 
 import os
 import pwd
@@ -134,11 +134,11 @@ def _wait_for_ssl_off(port: int) -> None:
     """The postmaster applies a reload asynchronously: wait until new connections see it."""
     import time
 
-    import psycopg2
+    import psycopg
 
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        conn = psycopg2.connect(host="localhost", port=port, user="postgres", dbname="postgres", sslmode="disable")
+        conn = psycopg.connect(host="localhost", port=port, user="postgres", dbname="postgres", sslmode="disable")
         try:
             with conn.cursor() as cur:
                 cur.execute("SHOW ssl")
@@ -151,9 +151,9 @@ def _wait_for_ssl_off(port: int) -> None:
 
 
 def _sql(host: str, port: int, *statements: str) -> None:
-    import psycopg2
+    import psycopg
 
-    conn = psycopg2.connect(host=host, port=port, user="postgres", dbname="postgres", sslmode="verify-full")
+    conn = psycopg.connect(host=host, port=port, user="postgres", dbname="postgres", sslmode="verify-full")
     conn.autocommit = True
     try:
         with conn.cursor() as cur:

@@ -209,9 +209,9 @@ DAY = 86400
 
 
 def seen(database_url: str, wamid: str) -> bool:
-    import psycopg2
+    import psycopg
 
-    with psycopg2.connect(database_url) as connection, connection.cursor() as cur:
+    with psycopg.connect(database_url) as connection, connection.cursor() as cur:
         cur.execute("SELECT 1 FROM whatsapp_seen_messages WHERE wamid = %s", (wamid,))
         found = cur.fetchone() is not None
     connection.close()

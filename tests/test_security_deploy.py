@@ -153,9 +153,9 @@ import shutil  # noqa: E402
 import subprocess  # noqa: E402
 from datetime import datetime, timedelta, timezone  # noqa: E402
 
-import psycopg2  # noqa: E402
-import psycopg2.errors  # noqa: E402
-import psycopg2.extensions  # noqa: E402
+import psycopg  # noqa: E402
+import psycopg.errors  # noqa: E402
+from psycopg.conninfo import conninfo_to_dict, make_conninfo  # noqa: E402
 
 from backend import Backend, privileges  # noqa: E402
 from backend.db import Database, MigrationsPending, migrate  # noqa: E402
@@ -177,7 +177,7 @@ def _psql() -> str:
 
 
 def _as(url: str, role: str) -> str:
-    return psycopg2.extensions.make_dsn(url, user=role, password=ROLE_PASSWORDS[role.split("_", 1)[1]])
+    return make_conninfo(url, user=role, password=ROLE_PASSWORDS[role.split("_", 1)[1]])
 
 
 @pytest.fixture(scope="module")
@@ -186,12 +186,12 @@ def roles_db(server_url):
     migration (python -m backend.migrate) run as the owner role, the demo data seeded by the
     owner. Yields the URLs of the four roles."""
     name = f"vaksin_test_roles_{os.getpid()}"
-    admin = psycopg2.connect(server_url)
+    admin = psycopg.connect(server_url)
     admin.autocommit = True
     with admin.cursor() as cur:
         cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         cur.execute(f"CREATE DATABASE {name}")
-    url = psycopg2.extensions.make_dsn(server_url, dbname=name)
+    url = make_conninfo(server_url, dbname=name)
     subprocess.run([_psql(), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-f", str(ROLES_SQL)]
                    + [f"-v{role}_password={password}" for role, password in ROLE_PASSWORDS.items()],
                    check=True, capture_output=True, timeout=60)
@@ -214,7 +214,7 @@ import sys  # noqa: E402
 
 
 def _run(url: str, statement: str, args=None):
-    conn = psycopg2.connect(url)
+    conn = psycopg.connect(url)
     try:
         with conn, conn.cursor() as cur:
             cur.execute(statement, args)
@@ -226,7 +226,7 @@ def _run(url: str, statement: str, args=None):
 def _denied(url: str, statement: str) -> bool:
     try:
         _run(url, statement)
-    except psycopg2.errors.InsufficientPrivilege:
+    except psycopg.errors.InsufficientPrivilege:
         return True
     return False
 
@@ -242,7 +242,7 @@ def test_the_roles_are_not_superusers_and_only_the_owner_owns_anything(roles_db)
     assert owners == [("vaksin_owner",)]
     for role in privileges.GRANTS:  # nobody but the owner creates anything, temporary tables included
         # (the backup role's read-only default off: the privileges themselves are checked)
-        url = psycopg2.extensions.make_dsn(roles_db[role], options="-c default_transaction_read_only=off")
+        url = make_conninfo(roles_db[role], options="-c default_transaction_read_only=off")
         assert _denied(url, "CREATE TABLE intruder (x int)")
         assert _denied(url, "CREATE TEMPORARY TABLE intruder (x int)")
 
@@ -254,13 +254,13 @@ def test_the_migrations_events_table_is_the_one_rasa_would_create(roles_db, serv
     from rasa.core.tracker_store import SQLTrackerStore
 
     name = f"vaksin_test_rasaevents_{os.getpid()}"
-    admin = psycopg2.connect(server_url)
+    admin = psycopg.connect(server_url)
     admin.autocommit = True
     admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     admin.cursor().execute(f"CREATE DATABASE {name}")
     try:
-        rasa_url = psycopg2.extensions.make_dsn(server_url, dbname=name)
-        parts = psycopg2.extensions.parse_dsn(rasa_url)
+        rasa_url = make_conninfo(server_url, dbname=name)
+        parts = conninfo_to_dict(rasa_url)
         engine = sa.create_engine(sa.engine.URL.create("postgresql", username=parts["user"], database=name,
                                                        query={"host": parts["host"]}))
         SQLTrackerStore.Base.metadata.create_all(engine)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 from rasa.shared.core.events import ActionExecuted, BotUttered, SessionStarted, SlotSet, UserUttered
@@ -112,31 +113,32 @@ def test_a_new_conversation_is_never_counted_and_stored_once(store, monkeypatch)
 
 def test_tracker_store_survives_connections_broken_by_a_restart(store, database_url):
     """Pooled connections killed (as a database restart does): the next read and save go
-    through on fresh connections, without an apology to the citizen."""
-    import psycopg2
-
-    run = asyncio.run
+    through on fresh connections, without an apology to the citizen. In one event loop, as in
+    Rasa: the statements' pool belongs to the loop it works in."""
     sender = "speedups-restart"
-    tracker = DialogueStateTracker(sender, store.domain.slots)
-    tracker.update(UserUttered("halo", {"name": "greet", "confidence": 1.0}))
-    run(store.save(tracker))
-    with store.engine.connect() as connection:  # the one connection the ORM's pool holds
-        pids = [connection.execute(sa.text("SELECT pg_backend_pid()")).scalar()]
-    pids += [connection.get_backend_pid() for connection in store._pool.idle]  # the statements' one
-    assert len(pids) == 2
-    admin = psycopg2.connect(database_url)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        for pid in pids:
-            cur.execute("SELECT pg_terminate_backend(%s)", (pid,))
-    admin.close()
 
-    tracker = run(store.retrieve(sender))  # plain SQL: its pool's connection was killed
-    tracker.update(ActionExecuted("utter_greet"))
-    run(store.save(tracker))
-    newcomer = DialogueStateTracker(sender + "-2", store.domain.slots)
-    newcomer.update(UserUttered("halo", {"name": "greet", "confidence": 1.0}))
-    run(store.save(newcomer))  # counted through the ORM: that pool's connection was killed too
+    async def scenario():
+        tracker = DialogueStateTracker(sender, store.domain.slots)
+        tracker.update(UserUttered("halo", {"name": "greet", "confidence": 1.0}))
+        await store.save(tracker)
+        [(statements_pid,)] = await store._rows("SELECT pg_backend_pid()", ())  # the pool's one connection
+        with store.engine.connect() as connection:  # the one connection the ORM's pool holds
+            orm_pid = connection.execute(sa.text("SELECT pg_backend_pid()")).scalar()
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            for pid in (statements_pid, orm_pid):
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+        tracker = await store.retrieve(sender)  # plain SQL: its pool's connection was killed
+        tracker.update(ActionExecuted("utter_greet"))
+        await store.save(tracker)
+        newcomer = DialogueStateTracker(sender + "-2", store.domain.slots)
+        newcomer.update(UserUttered("halo", {"name": "greet", "confidence": 1.0}))
+        await store.save(newcomer)  # counted through the ORM: that pool's connection was killed too
+        [(now_pid,)] = await store._rows("SELECT pg_backend_pid()", ())
+        return statements_pid, now_pid
+
+    killed, now = asyncio.run(scenario())
+    assert now != killed
     assert [row[0] for row in stored(store, sender)] == ["user", "action"]
     assert [row[0] for row in stored(store, sender + "-2")] == ["user"]
 
@@ -199,3 +201,101 @@ def test_recent_trackers_can_be_turned_off(database_url, monkeypatch):
     run(store.save(tracker))
     assert run(store.retrieve("speedups-nocache")) is not tracker
     store.dispose()
+
+
+# --- the statements' connections (psycopg_pool's AsyncConnectionPool) ----------------------------
+
+
+def alive(database_url: str, pids) -> set[int]:
+    with psycopg.connect(database_url) as admin:
+        return {pid for (pid,) in admin.execute("SELECT pid FROM pg_stat_activity WHERE pid = ANY(%s)", (list(pids),))}
+
+
+def test_statements_overlap_and_the_loop_goes_on(store):
+    async def scenario():
+        await store._rows("SELECT 1", ())
+        ticks = 0
+
+        async def ticking():
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        ticker = asyncio.create_task(ticking())
+        started = time.monotonic()
+        results = await asyncio.gather(*(store._rows("SELECT %s::int FROM pg_sleep(0.5)", (i,)) for i in range(3)))
+        elapsed = time.monotonic() - started
+        ticker.cancel()
+        return results, elapsed, ticks
+
+    results, elapsed, ticks = asyncio.run(scenario())
+    assert results == [[(i,)] for i in range(3)]
+    assert elapsed < 1.0  # three statements of 0.5 s at once, not one after the other (1.5 s)
+    assert ticks >= 10  # the loop ran other work while they ran
+
+
+def test_at_most_pool_size_statements_at_once(database_url, monkeypatch):
+    import rasa_server.tracker_store
+
+    monkeypatch.setattr(rasa_server.tracker_store, "POOL_SIZE", 3)
+    store = make_store(database_url)
+
+    async def scenario():
+        await store._rows("SELECT 1", ())
+        started = time.monotonic()
+        await asyncio.gather(*(store._rows("SELECT pg_sleep(0.4)", ()) for _ in range(6)))
+        return time.monotonic() - started
+
+    try:
+        elapsed = asyncio.run(scenario())
+    finally:
+        store.dispose()
+    assert 0.8 <= elapsed < 1.2  # two rounds of three: not one round (0.4 s), not three (1.2 s)
+
+
+def test_a_failed_or_cancelled_statement_closes_its_connection_only(store, database_url):
+    async def scenario():
+        await store._rows("SELECT 1", ())
+        pids = {pid for [(pid,)] in await asyncio.gather(
+            *(store._rows("SELECT pg_backend_pid() FROM pg_sleep(0.2)", ()) for _ in range(2)))}
+        assert len(pids) == 2  # two idle connections in the pool
+        with pytest.raises(sa.exc.ProgrammingError) as failed:
+            await store._rows("SELEC nonsense", ())
+        assert not failed.value.connection_invalidated  # a statement's error, not a lost connection
+        deadline = time.monotonic() + 5
+        while len(alive(database_url, pids)) > 1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert len(alive(database_url, pids)) == 1  # its connection closed, the other kept
+
+        slow_sql = "SELECT pg_sleep(5) AS cancelled_probe"
+        slow = asyncio.create_task(store._rows(slow_sql, ()))
+        await asyncio.sleep(0.2)
+        with psycopg.connect(database_url) as admin:
+            busy = {pid for (pid,) in admin.execute(
+                "SELECT pid FROM pg_stat_activity WHERE query = %s AND state = 'active'", (slow_sql,))}
+        assert len(busy) == 1
+        started = time.monotonic()
+        slow.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+        assert time.monotonic() - started < 2  # the server cancelled it: no 5 s wait
+        while alive(database_url, busy) and time.monotonic() < deadline + 5:
+            await asyncio.sleep(0.05)
+        assert not alive(database_url, busy)  # the cancelled statement's connection closed
+        return await store._rows("SELECT %s::text", ("masih jalan",))
+
+    assert asyncio.run(scenario()) == [("masih jalan",)]
+
+
+def test_statements_without_rows_and_parameters_are_escaped(store, database_url):
+    async def scenario():
+        assert await store._rows("CREATE TABLE IF NOT EXISTS statements_probe (v text)", ()) == []
+        await store._rows("INSERT INTO statements_probe VALUES (%(v)s)", {"v": "'); DROP TABLE statements_probe; --"})
+        return await store._rows("SELECT v FROM statements_probe", ())
+
+    try:
+        assert asyncio.run(scenario()) == [("'); DROP TABLE statements_probe; --",)]
+    finally:
+        with psycopg.connect(database_url) as connection:
+            connection.execute("DROP TABLE statements_probe")  # still there to drop

@@ -21,8 +21,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import psycopg2
-import psycopg2.extensions
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from rasa_server.model_id import sha256_of  # one file hash for models and backups
 
@@ -49,12 +49,12 @@ def backup_dir(var_dir: Path) -> Path:
 def client_env(url: str) -> tuple[str, dict[str, str]]:
     """(URL without the password, environment with PGPASSWORD): no password on a command line,
     where `ps` would show it."""
-    parts = psycopg2.extensions.parse_dsn(url)
+    parts = conninfo_to_dict(url)
     password = parts.pop("password", "")
     env = dict(os.environ)
     if password:
         env["PGPASSWORD"] = password
-    return psycopg2.extensions.make_dsn(**parts), env
+    return make_conninfo(**parts), env
 
 
 def _private_file(path: Path):
@@ -109,7 +109,7 @@ def verify(path: Path) -> None:
 
 def other_sessions(url: str) -> list[str]:
     """Who else is connected to the database (their application names, or users)."""
-    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+    with psycopg.connect(url) as conn, conn.cursor() as cur:
         cur.execute("SELECT coalesce(nullif(application_name, ''), usename::text, '?') FROM pg_stat_activity"
                     " WHERE datname = current_database() AND pid <> pg_backend_pid()"
                     " AND backend_type = 'client backend'")
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     except BackupError as exc:
         print(f"{args.command} failed: {exc}", file=sys.stderr)
         return 1
-    except psycopg2.OperationalError as exc:
+    except psycopg.OperationalError as exc:
         print(f"{args.command} failed: cannot connect to the database ({_last_line(str(exc))})", file=sys.stderr)
         return 1
     return 0

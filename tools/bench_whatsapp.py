@@ -291,9 +291,9 @@ def scrape_graph_errors(ports: list[int]) -> dict[str, float]:
 
 def pending_left(url: str, wamids: list[str]) -> int:
     """Of these messages, how many the channel still holds pending (whatsapp/dedupe.py)."""
-    import psycopg2
+    import psycopg
 
-    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+    with psycopg.connect(url) as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM whatsapp_seen_messages WHERE retry_at IS NOT NULL AND wamid = ANY(%s)",
                     (wamids,))
         count = cur.fetchone()[0]

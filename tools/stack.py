@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import psycopg2.extensions
+from psycopg.conninfo import conninfo_to_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -91,7 +91,7 @@ def prepare_database(url: str) -> None:
 
 def tracker_env(url: str) -> dict[str, str]:
     """Rasa's SQL tracker store takes host/port/db/user/password, not a URL (endpoints.yml)."""
-    parts = psycopg2.extensions.parse_dsn(url)
+    parts = conninfo_to_dict(url)
     return {
         "TRACKER_DB_HOST": parts.get("host", "localhost"),  # a directory means a Unix socket
         "TRACKER_DB_PORT": parts.get("port", "5432"),

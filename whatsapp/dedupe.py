@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import psycopg2.extras
+from psycopg.types.json import Jsonb
 
 from backend.db import Database
 
@@ -52,7 +52,7 @@ class SeenMessages:
         unique = list(dict.fromkeys(wamids))
         if not unique:
             return set()
-        kept = [psycopg2.extras.Json(messages[w]) if messages and w in messages else None for w in unique]
+        kept = [Jsonb(messages[w]) if messages and w in messages else None for w in unique]
 
         def fn(cur):
             cur.execute(
