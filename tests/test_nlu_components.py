@@ -102,3 +102,93 @@ def test_editing_the_lexicon_retrains_the_model(tmp_path):
     before = SlangNormalizer.fingerprint_addon({"lexicon": str(lexicon)})
     lexicon.write_text("tidak: [ga, gak]\n")
     assert SlangNormalizer.fingerprint_addon({"lexicon": str(lexicon)}) != before
+
+
+# --- the digit entities -------------------------------------------------------------------------
+
+from nlu_components.digit_entities import DigitEntityExtractor, extract_digits, load_patterns  # noqa: E402
+
+PATTERNS = load_patterns(Path(__file__).resolve().parent.parent / "data" / "nlu" / "lookups.yml")
+
+
+def found(text: str) -> list[tuple[str, str]]:
+    return [(e["entity"], e["value"]) for e in extract_digits(text, PATTERNS)]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("nik saya 3201 1547 0762 0005 ya", [("nik", "3201 1547 0762 0005")]),
+    ("NIK: 3201-1547-0762-0005", [("nik", "3201-1547-0762-0005")]),
+    ("3201.1547.0762.0005", [("nik", "3201.1547.0762.0005")]),
+    ("3578030801000004", [("nik", "3578030801000004")]),          # "0801000004" inside: no phone
+    ("no wa +62 821-9876-5432", [("phone_number", "+62 821-9876-5432")]),
+    ("62 812 3456 7001", [("phone_number", "62 812 3456 7001")]),
+    ("hp 0812.3456.7001", [("phone_number", "0812.3456.7001")]),
+    ("kode 739 201 udah expired", [("otp_code", "739 201")]),
+    ("otpnya 71 42 85", [("otp_code", "71 42 85")]),
+    ("kodenya581920", [("otp_code", "581920")]),                   # glued to its word
+    ("kode:123456", [("otp_code", "123456")]),
+    ("tiket saya 000457 gimana", []),                              # a ticket number, not a code
+    ("cek laporan no 004512", []),
+    ("bayar Rp 150000?", []),
+    ("PL-2026-000123", []),
+    ("nik 3201154707620005 no hp 081234567890 kode 123456",
+     [("nik", "3201154707620005"), ("phone_number", "081234567890"), ("otp_code", "123456")]),
+    ("+65 8123 4567", []),
+])
+def test_digit_entities_are_found_whole_and_only_once(text, expected):
+    assert found(text) == expected
+
+
+def test_digit_entities_replace_what_diet_guessed(tmp_path):
+    storage = LocalModelStorage(tmp_path)
+    extractor = DigitEntityExtractor.create({}, storage, Resource("digits"), None)
+    extractor.train(TrainingData(regex_features=[{"name": name, "pattern": pattern}
+                                                 for name, pattern in PATTERNS.items()]))
+    extractor = DigitEntityExtractor.load({}, storage, Resource("digits"), None)
+    text = "nomor 0812 3456 7890 tiket 000457 dosis 2"
+    diet = [{"entity": "phone_number", "start": 6, "end": 10, "value": "0812", "extractor": "DIETClassifier"},
+            {"entity": "otp_code", "start": 11, "end": 20, "value": "3456 7890", "extractor": "DIETClassifier"},
+            {"entity": "ticket_id", "start": 27, "end": 33, "value": "000457", "extractor": "DIETClassifier"},
+            {"entity": "dose", "start": 34, "end": 41, "value": "2", "extractor": "DIETClassifier"}]
+    message = extractor.process([Message(data={"text": text, "entities": diet})])[0]
+    assert [(e["entity"], e["value"], e["extractor"]) for e in message.get("entities")] == [
+        ("phone_number", "0812 3456 7890", "DigitEntityExtractor"),
+        ("ticket_id", "000457", "DIETClassifier"),
+        ("dose", "2", "DIETClassifier")]
+    # "otp" before the number outweighs DIET's ticket; with no telling word, DIET's ticket stays
+    for text, expected in [("ini otp nya 129774 min", [("otp_code", "129774", "DigitEntityExtractor")]),
+                           ("129774", [("ticket_id", "129774", "DIETClassifier")])]:
+        start = text.index("129774")
+        ticket = {"entity": "ticket_id", "start": start, "end": start + 6, "value": "129774",
+                  "extractor": "DIETClassifier"}
+        message = extractor.process([Message(data={"text": text, "entities": [ticket]})])[0]
+        assert [(e["entity"], e["value"], e["extractor"]) for e in message.get("entities")] == expected
+
+
+# --- dose spans ---------------------------------------------------------------------------------
+
+from nlu_components.dose_spans import fix_doses  # noqa: E402
+
+
+def dose(text: str, word: str) -> dict:
+    start = text.index(word)
+    return {"entity": "dose", "start": start, "end": start + len(word), "value": word, "extractor": "DIETClassifier"}
+
+
+@pytest.mark.parametrize("text, word, expected", [
+    ("sertifikat dosis kedua belum muncul", "kedua", ["dosis kedua"]),
+    ("cek dosis ke-2 saya", "ke-2", ["dosis ke-2"]),
+    ("after the second dose", "second", ["second dose"]),
+    ("yang booster aja", "booster", ["booster"]),               # nothing to widen
+    ("dosis 2 aja", "dosis 2", ["dosis 2"]),                    # already whole
+    ("tercatat 2 dosis aja", "2", []),                          # a count, not the second dose
+    ("sudah 3 bulan belum terbit", "3", []),
+    ("aktif 24 jam?", "24", []),
+    ("berapa dosis yang tercatat", "dosis", []),
+])
+def test_doses_follow_the_labelling_rule(text, word, expected):
+    other = {"entity": "person_name", "start": 0, "end": 3, "value": text[:3], "extractor": "DIETClassifier"}
+    fixed = fix_doses(text, [other, dose(text, word)])
+    assert fixed[0] == other
+    assert [e["value"] for e in fixed[1:]] == expected
+    assert all(e["start"] >= 0 and text[e["start"]:e["end"]] == e["value"] for e in fixed[1:])

@@ -14,6 +14,8 @@ Writes under --out (default results/nlu/):
   independent/ the same for tests/nlu/test_nlu_independent.yml; predictions-independent.json
   cv/         the same reports for the out-of-fold predictions of the cross-validation
   summary.json, predictions-heldout.json, predictions-cv.json, thresholds.json
+Entity figures: Rasa's report per extractor (DIETClassifier_report.json, ...), and the goals on
+all_extractors_report.json, every extractor's entities together (what the assistant gets).
 
 Figures are computed over the true intents only: a message the FallbackClassifier turns into
 nlu_fallback counts as a miss of its intent, and nlu_fallback is not a class of its own (scikit's
@@ -52,6 +54,10 @@ GOAL_INDEPENDENT_INTENT = 0.93  # intent accuracy and macro F1 on the independen
 FAMILIES = ("plain", "slang_typo", "regional", "complaint_story", "near_domain_oos", "long_polite",
             "cost", "data_plus_intent", "short_menu_answer", "english", "code_mixed")
 KEY_ENTITIES = ("nik", "phone_number", "otp_code", "dose")
+# The entities the assistant gets, whichever component found them (DIET, or the digit patterns
+# for nik, phone_number and otp_code): Rasa reports each extractor against every entity type,
+# so an extractor's own report counts the types another one finds as missed.
+ALL_EXTRACTORS = "all_extractors"
 # Threshold grid searched on the out-of-fold predictions.
 FALLBACK_GRID = [round(0.05 * i, 2) for i in range(0, 19)]
 AMBIGUITY_GRID = [0.0, 0.02, 0.05, 0.08, 0.1, 0.15, 0.2, 0.25, 0.3]
@@ -187,6 +193,17 @@ def entity_figures(report_dir: Path) -> dict:
     return figures
 
 
+def combined_entity_report(entity_results: list, report_dir: Path) -> None:
+    """Rasa's entity report and errors over all extractors together: all_extractors_report.json."""
+    from rasa.nlu import test as nlu_test
+
+    merged = [result._replace(entity_predictions=[{**p, "extractor": ALL_EXTRACTORS}
+                                                  for p in result.entity_predictions])
+              for result in entity_results]
+    os.makedirs(report_dir, exist_ok=True)
+    nlu_test.evaluate_entities(merged, {ALL_EXTRACTORS}, str(report_dir), False, True, True, report_as_dict=True)
+
+
 def errors_of(records: list[dict]) -> list[dict]:
     return [{"text": r["text"], "target": r["target"], "predicted": r["predicted"],
              "top": r["ranking"][:2], **({"family": r["family"]} if r.get("family") else {})}
@@ -305,8 +322,15 @@ async def held_out(model: Path, test_files: dict[str, Path], out: Path) -> dict[
         # The evaluation a tester runs by hand; its reports land in out/<name>.
         subprocess.run([str(RASA), "test", "nlu", "--model", str(model), "--nlu", str(test_file),
                         "--out", str(out / name), "--successes", "--quiet"], check=True, cwd=ROOT)
+    from rasa.nlu import test as nlu_test
+
     processor = Agent.load(str(model)).processor
-    return {name: await predict(processor, load_nlu(test_file)) for name, test_file in test_files.items()}
+    records = {}
+    for name, test_file in test_files.items():
+        data = load_nlu(test_file)
+        combined_entity_report((await nlu_test.get_eval_data(processor, data))[2], out / name)
+        records[name] = await predict(processor, data)
+    return records
 
 
 async def cross_validation(config: Path, data_path: Path, out: Path, folds: int, seed: int) -> list[dict]:
@@ -336,6 +360,7 @@ async def cross_validation(config: Path, data_path: Path, out: Path, folds: int,
     nlu_test.evaluate_response_selections(response_results, report_dir, True, True, False, report_as_dict=True)
     nlu_test.evaluate_entities(entity_results, nlu_test._get_active_entity_extractors(entity_results),
                                report_dir, True, True, False, report_as_dict=True)
+    combined_entity_report(entity_results, out / "cv")
     return records
 
 
@@ -409,7 +434,8 @@ def print_errors(h: dict) -> None:
 
 def print_goals(title: str, h: dict, goal_intent: float) -> None:
     print(f"\nGoals on {title}:")
-    entity = next(iter(h["entities"].values()), {"per_entity": {}})["per_entity"]
+    entity = h["entities"].get(ALL_EXTRACTORS) or next(iter(h["entities"].values()), {"per_entity": {}})
+    entity = entity["per_entity"]
     for label, value, goal in [("intent accuracy", h["accuracy"], goal_intent),
                                ("intent macro F1", h["macro_f1"], goal_intent),
                                ("out of scope routed", h["out_of_scope_routed"], GOAL_OUT_OF_SCOPE)] + \

@@ -1,5 +1,7 @@
 """The NLU data itself: the held-out file stays independent of training, and the digit patterns
-(nik, phone_number, otp_code in data/nlu/lookups.yml) match what citizens type and nothing else."""
+(nik, phone_number, otp_code, ticket_id in data/nlu/lookups.yml) match what citizens type and
+nothing else. The patterns are DIET's features, and for nik, phone_number and otp_code the
+entities themselves (nlu_components/digit_entities.py)."""
 
 from __future__ import annotations
 
@@ -62,6 +64,16 @@ def find(training, name: str, text: str) -> list[str]:
     ("otp_code", "0812 3456 7001", []),
     ("otp_code", "3174011501900001", []),
     ("otp_code", "1234567", []),
+    ("nik", "3201.1547.0762.0005", ["3201.1547.0762.0005"]),
+    ("phone_number", "hp 0812.3456.7001", ["0812.3456.7001"]),
+    ("phone_number", "62 812 3456 7001", ["62 812 3456 7001"]),
+    ("otp_code", "otp 71 42 85", ["71 42 85"]),
+    ("otp_code", "Rp 150.000", []),               # an amount
+    ("otp_code", "PL-2026-000123", []),           # a ticket reference
+    ("otp_code", "PL 2026 000123", []),
+    ("ticket_id", "cek PL-2026-000123", ["PL-2026-000123"]),
+    ("ticket_id", "tiket pl 2026 000415", ["pl 2026 000415"]),
+    ("ticket_id", "PL2026000640", ["PL2026000640"]),
 ])
 def test_digit_patterns(training, name, text, expected):
     assert find(training, name, text) == expected
