@@ -234,7 +234,7 @@ class StrictSQLTrackerStore(SQLTrackerStore):
             statements = self._statements = Statements(self._connect_kwargs, POOL_SIZE)
         return statements
 
-    async def _rows(self, sql: str, parameters) -> list[tuple]:
+    async def _rows(self, sql: str, parameters, *, two_statements: bool = False) -> list[tuple]:
         """One statement in autocommit mode: one round trip, during which the event loop goes on
         with other conversations. Through psycopg's cursor directly: SQLAlchemy's statement and
         result objects around it cost more CPU than the statement. A connection whose statement
@@ -246,9 +246,9 @@ class StrictSQLTrackerStore(SQLTrackerStore):
         try:
             async with statements.connection() as connection:
                 try:
-                    if sql.startswith("SET LOCAL"):
-                        # Two statements in one: only client-side binding (the simple query
-                        # protocol) allows it; the INSERT's rows are the second result.
+                    if two_statements:
+                        # Two statements in one (_insert_prefix): only client-side binding (the
+                        # simple query protocol) allows it; the rows are the second result.
                         cursor = psycopg.AsyncClientCursor(connection)
                         await cursor.execute(sql, parameters)
                         cursor.nextset()
@@ -385,7 +385,7 @@ class StrictSQLTrackerStore(SQLTrackerStore):
         sql = (f"{self._insert_prefix}INSERT INTO {self.SQLEvent.__table__.name} ({', '.join(columns)}) VALUES "
                + ", ".join([one_row] * len(rows)) + " RETURNING id")
         values = tuple(row[c] for row in rows for c in columns)
-        return [row_id for (row_id,) in await self._rows(sql, values)]
+        return [row_id for (row_id,) in await self._rows(sql, values, two_statements=bool(self._insert_prefix))]
 
     async def retrieve(self, sender_id):
         return await self._once_more_after_disconnect(super().retrieve, sender_id)

@@ -197,7 +197,7 @@ def test_with_role_settings_the_pools_work_through_pgbouncer_with_the_same_timeo
         assert again.latest_message.text == "halo" and [e.type_name for e in again.events] == ["action", "user"]
         assert asyncio.run(store._rows("SHOW statement_timeout", {})) == [("3s",)]
         with_prefix = store._insert_prefix + "SELECT current_setting('synchronous_commit')"
-        assert asyncio.run(store._rows(with_prefix, {})) == [("off",)]
+        assert asyncio.run(store._rows(with_prefix, {}, two_statements=True)) == [("off",)]
         # SET LOCAL ends with its statement's transaction: PgBouncer's shared server connections
         # (the channels' too) keep the server's durable default.
         assert asyncio.run(store._rows("SHOW synchronous_commit", {})) == [("on",)]
