@@ -4,10 +4,13 @@ store: no patch of Rasa here, so importing this module changes nothing in Rasa."
 from __future__ import annotations
 
 import json
+import re
 from collections import OrderedDict
 from typing import Any, Optional
 
 import orjson
+
+JSON_TYPE = re.compile(r"^application/(?:[\w.+-]+?\+)?json")  # what aiohttp's json() accepts
 
 
 def keep_last(kept: OrderedDict, key: Any, value: Any, size: int) -> None:
@@ -17,6 +20,27 @@ def keep_last(kept: OrderedDict, key: Any, value: Any, size: int) -> None:
     kept.move_to_end(key)
     while len(kept) > size:
         kept.popitem(last=False)
+
+
+def read_json(content_type: str, content: bytes) -> Any:
+    """A reply's body as Rasa's EndpointConfig.request reads it through aiohttp's json(): None
+    unless the type is JSON or if it is blank; decoded with its charset (UTF-8 by default).
+    orjson reads what it can, to the same values; what it refuses (NaN, integers beyond 64 bits)
+    goes to json.loads as before."""
+    content_type = content_type.lower()
+    if not JSON_TYPE.match(content_type):
+        return None
+    stripped = content.strip()
+    if not stripped:
+        return None
+    charset = next((p.split("=", 1)[1].strip().strip('"') for p in content_type.split(";")[1:]
+                    if p.strip().startswith("charset=")), "utf-8")
+    if charset.replace("-", "").replace("_", "") == "utf8":
+        try:
+            return orjson.loads(stripped)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(stripped.decode(charset))
 
 
 def dumps(value: Any) -> str:

@@ -25,8 +25,6 @@ TARGETS = {
     "sparse_features": [("rasa.shared.nlu.training_data.features", "Features", "_combine_sparse_features")],
     "kept_connections": [("rasa.utils.endpoints", "EndpointConfig", "request"),
                          ("rasa.core.run", None, "close_resources")],
-    "lean_http": [("rasa.utils.endpoints", "EndpointConfig", "request"),
-                  ("rasa.core.run", None, "close_resources")],
     "stored_events_json": [("rasa.core.actions.action", "RemoteAction", "_action_call_format")],
     "graph_order": [("rasa.engine.runner.dask", "DaskGraphRunner", "run")],
     "rule_index": [("rasa.core.policies.rule_policy", "RulePolicy", "_get_possible_keys")],

@@ -20,8 +20,7 @@ from typing import Any, Mapping
 logger = logging.getLogger(__name__)
 
 RASA_VERSION = "3.6.21"
-# In the order they are installed (each is independent of the others; lean_http hands what it
-# does not take to the request installed before it, kept_connections' or Rasa's).
+# In the order they are installed (each is independent of the others).
 TOPICS = (
     "action_reply_check",
     "event_classes",
@@ -29,7 +28,6 @@ TOPICS = (
     "concrete_function",
     "sparse_features",
     "kept_connections",
-    "lean_http",
     "stored_events_json",
     "graph_order",
     "rule_index",

@@ -10,7 +10,7 @@ cookie jar (the action server sets none); the body is written by orjson (or is t
 body that stored_events_json wrote), the reply read by orjson. Everything else is Rasa's
 `EndpointConfig.request`: the same headers, parameters, errors (`ClientResponseError`), `None`
 for a reply that is not JSON, and timeout. The sessions are closed with Rasa's own resources
-when the server stops. (lean_http, installed after this, replaces aiohttp for the action calls.)
+when the server stops.
 Rasa internals touched: `EndpointConfig.request`, `EndpointConfig.headers`, `basic_auth`,
 `cafile`, `combine_parameters`, `rasa.utils.endpoints.concat_url`, `ClientResponseError`,
 `rasa.core.run.close_resources`, `rasa.core.constants.DEFAULT_REQUEST_TIMEOUT`.
@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from typing import Any, Optional
 
-from rasa_server.jsonio import dumps_bytes
+from rasa_server.jsonio import dumps_bytes, read_json
 from rasa_server.patches import patch
 from rasa_server.patches.stored_events_json import ActionCall
 
@@ -35,8 +35,6 @@ def install() -> None:
     from rasa.core.constants import DEFAULT_REQUEST_TIMEOUT
     from rasa.shared.exceptions import FileNotFoundException
     from rasa.utils.endpoints import ClientResponseError, EndpointConfig, concat_url
-
-    from rasa_server import http_client
 
     kept: dict[tuple[int, int], aiohttp.ClientSession] = {}
 
@@ -80,9 +78,8 @@ def install() -> None:
         ) as response:
             if response.status >= 400:
                 raise ClientResponseError(response.status, response.reason, await response.content.read())
-            # aiohttp's json() without its content-type error, read by orjson as lean_http does.
-            content_type = response.headers.get("Content-Type", "").encode("latin-1")
-            return http_client.read_json({b"content-type": content_type}, await response.read())
+            # aiohttp's json() without its content-type error, read by orjson.
+            return read_json(response.headers.get("Content-Type", ""), await response.read())
 
     original_close = run.close_resources
 
