@@ -8,7 +8,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 import psycopg
 import psycopg.errors
@@ -174,13 +174,35 @@ class Database:
         self._reachable = True
 
     def run(self, fn: Callable[..., T], *args, **kwargs) -> T:
+        def transaction(conn: psycopg.Connection) -> T:
+            # Commit on success, rollback on error; a call's own connection is then closed.
+            with conn:
+                with conn.cursor() as cur:
+                    return fn(cur, *args, **kwargs)
+
+        return self._once_more_if_lost(transaction)
+
+    def statement(self, sql: str, parameters: Any = None) -> list[dict]:
+        """One statement committed on its own (autocommit): one round trip, where run() adds a
+        BEGIN and a COMMIT. Its rows (none for a statement that returns none)."""
+        def alone(conn: psycopg.Connection) -> list[dict]:
+            conn.autocommit = True
+            try:
+                with conn:  # a call's own connection is then closed
+                    with conn.cursor() as cur:
+                        cur.execute(sql, parameters)
+                        return cur.fetchall() if cur.description is not None else []
+            finally:
+                if not conn.closed and not conn.broken:
+                    conn.autocommit = False  # as the pool's other callers expect
+
+        return self._once_more_if_lost(alone)
+
+    def _once_more_if_lost(self, use: Callable[[psycopg.Connection], T]) -> T:
         for attempt in (1, 2):
             with self._connection() as conn:
                 try:
-                    # Commit on success, rollback on error; a call's own connection is then closed.
-                    with conn:
-                        with conn.cursor() as cur:
-                            return fn(cur, *args, **kwargs)
+                    return use(conn)
                 except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                     if conn.broken:
                         self._lost()

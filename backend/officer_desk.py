@@ -185,23 +185,27 @@ class Gate(NamedTuple):
     handed_over: bool    # an officer has the conversation: the message went to them, not to Rasa
 
 
+# The gate in one statement (PostgreSQL runs each data-modifying WITH part once, whatever the
+# query reads): committed on its own, one round trip on every message instead of four.
+GATE_SQL = """
+WITH delivered AS (
+    UPDATE notifications SET delivered_at = %(now)s
+    WHERE conversation_id = %(conversation)s AND delivered_at IS NULL RETURNING text, id),
+handoff AS (
+    SELECT ticket_id FROM handoffs WHERE conversation_id = %(conversation)s AND active LIMIT 1),
+noted AS (
+    INSERT INTO ticket_notes (ticket_id, at, author, note)
+    SELECT ticket_id, %(now)s, 'warga', %(note)s FROM handoff),
+touched AS (
+    UPDATE tickets SET updated_at = %(now)s WHERE id IN (SELECT ticket_id FROM handoff))
+SELECT (SELECT ticket_id FROM handoff) AS ticket_id, ARRAY(SELECT text FROM delivered ORDER BY id) AS pending
+"""
+
+
 def gate(db: Database, conversation_id: str, text: str, clock) -> Gate:
-    """First step of every incoming message, in one transaction: the notifications waiting for
-    this conversation (marked delivered), and whether an officer has it (the message itself then
+    """First step of every incoming message, at once: the notifications waiting for this
+    conversation (marked delivered), and whether an officer has it (the message itself then
     goes to the ticket, masked). The channels say the acknowledgement (rasa_server/gate.py)."""
-
-    def fn(cur):
-        cur.execute(
-            "UPDATE notifications SET delivered_at = %s WHERE conversation_id = %s AND delivered_at IS NULL"
-            " RETURNING text, id", (clock(), conversation_id))
-        pending = [row["text"] for row in sorted(cur.fetchall(), key=lambda r: r["id"])]
-        cur.execute("SELECT ticket_id FROM handoffs WHERE conversation_id = %s AND active", (conversation_id,))
-        handoff = cur.fetchone()
-        if handoff is None:
-            return Gate(pending, False)
-        cur.execute("INSERT INTO ticket_notes (ticket_id, at, author, note) VALUES (%s, %s, 'warga', %s)",
-                    (handoff["ticket_id"], clock(), for_officers(text, 2000)))
-        cur.execute("UPDATE tickets SET updated_at = %s WHERE id = %s", (clock(), handoff["ticket_id"]))
-        return Gate(pending, True)
-
-    return db.run(fn)
+    [row] = db.statement(GATE_SQL, {"now": clock(), "conversation": conversation_id,
+                                    "note": for_officers(text, 2000)})
+    return Gate(list(row["pending"]), row["ticket_id"] is not None)

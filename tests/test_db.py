@@ -108,6 +108,32 @@ def test_a_connection_lost_in_a_restart_is_retried_once_on_a_fresh_one(database_
         db.close()
 
 
+def test_a_statement_alone_is_committed_by_itself_and_retried_once_on_a_lost_connection(database_url, caplog):
+    db = Database(database_url, max_connections=1)
+    try:
+        db.statement("CREATE TABLE IF NOT EXISTS statement_probe (v text)")
+        assert db.statement("INSERT INTO statement_probe VALUES (%s) RETURNING v", ("satu",)) == [{"v": "satu"}]
+        # No transaction was left open: the row is there for everyone, and the pool's one
+        # connection is back to transactions for run().
+        with psycopg.connect(database_url) as other:
+            assert other.execute("SELECT count(*) FROM statement_probe").fetchone() == (1,)
+        assert db.run(lambda cur: cur.connection.autocommit) is False
+        assert scalar(db, "SELECT current_setting('transaction_isolation') AS t") == "read committed"
+        with pytest.raises(psycopg.errors.UndefinedTable):  # as from run(): a mistake, not an outage
+            db.statement("SELECT * FROM no_such_table")
+        assert db.run(lambda cur: cur.connection.autocommit) is False
+        pooled = db.statement("SELECT pg_backend_pid() AS pid")[0]["pid"]
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pooled,))
+        with caplog.at_level(logging.WARNING, logger="backend.db"):
+            assert db.statement("SELECT pg_backend_pid() AS pid")[0]["pid"] != pooled
+        assert "database connection lost (AdminShutdown); retrying once" in caplog.text
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            admin.execute("DROP TABLE IF EXISTS statement_probe")
+        db.close()
+
+
 def test_a_database_that_is_down_fails_at_once_for_every_caller():
     db = Database(f"postgresql://postgres@127.0.0.1:{free_port()}/none", max_connections=2)
     try:
