@@ -4,7 +4,8 @@ DIET tags a token at a time and now and then stops short ("dosis [kedua]", "[sec
 takes a count for a dose ("tercatat [2] dosis", "[3] bulan", "[24] jam", "berapa [dosis]").
 This processor runs after DIET and before the EntitySynonymMapper: it widens a dose to the
 "dosis"/"dose" next to it, so the synonyms map the whole span ("dosis kedua" -> 2), and drops
-a dose that is only the word "dosis" or a number followed by a unit of count or time.
+a dose that is only the word "dosis", a number followed by a unit of count or time, or a date or
+hour ("tgl 12/3", "24/7", "jam 10.30"), which DIET sometimes takes for one.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ _AFTER = re.compile(r"^\s+(?:dosis|dose)\b", re.IGNORECASE)  # "second dose"
 _ONLY_THE_WORD = re.compile(r"^(?:dosis|doses?)$", re.IGNORECASE)
 _COUNT = re.compile(r"^\s+(?:dosis|doses|kali|x|bulan|bln|minggu|hari|jam|tahun|thn|months?|weeks?|days?|hours?|"
                     r"times|years?)\b", re.IGNORECASE)
+_DATE_OR_HOUR = re.compile(r"\d\s*[/.:-]\s*\d")  # "12/3", "24/7", "10.30", "12-03"; not "ke-2"
 
 
 def fix_doses(text: str, entities: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
@@ -35,7 +37,8 @@ def fix_doses(text: str, entities: List[Dict[str, Any]]) -> List[Dict[str, Any]]
             continue
         start, end = entity["start"], entity["end"]
         value = text[start:end]
-        if _ONLY_THE_WORD.match(value) or (value.isdigit() and _COUNT.match(text[end:])):
+        if (_ONLY_THE_WORD.match(value) or (value.isdigit() and _COUNT.match(text[end:]))
+                or _DATE_OR_HOUR.search(value)):
             continue
         before = _BEFORE.search(text[:start])
         after = _AFTER.match(text[end:])

@@ -185,6 +185,10 @@ def dose(text: str, word: str) -> dict:
     ("sudah 3 bulan belum terbit", "3", []),
     ("aktif 24 jam?", "24", []),
     ("berapa dosis yang tercatat", "dosis", []),
+    ("dosis 2 tgl 12/3", "12/3", []),                           # a date, not a dose
+    ("bot nya available 24/7 ga", "24/7", []),
+    ("vaksin jam 10.30", "10.30", []),
+    ("divaksin 12-03-2021", "12-03-2021", []),
 ])
 def test_doses_follow_the_labelling_rule(text, word, expected):
     other = {"entity": "person_name", "start": 0, "end": 3, "value": text[:3], "extractor": "DIETClassifier"}
