@@ -206,8 +206,8 @@ def gate(db: Database, conversation_id: str, text: str, clock) -> Gate:
     """First step of every incoming message, at once: the notifications waiting for this
     conversation (marked delivered), and whether an officer has it (the message itself then
     goes to the ticket, masked). The channels say the acknowledgement (rasa_server/gate.py)."""
-    # Masked for every message, though stored only while an officer has the conversation
-    # (6-8 us for a short text): the price of delivering and noting in one atomic statement.
+    # Masked for every message, though stored only while an officer has the conversation:
+    # the price of delivering and noting in one atomic statement (docs/performance.md).
     [row] = db.statement(GATE_SQL, {"now": clock(), "conversation": conversation_id,
                                     "note": for_officers(text, 2000)})
     return Gate(list(row["pending"]), row["ticket_id"] is not None)
