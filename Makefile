@@ -46,7 +46,7 @@ train: $(MODEL)
 
 # Rasa's training output (pages of progress bars and warnings) goes to a log, shown on failure.
 $(MODEL): $(TRAINING) | install
-	@mkdir -p var/log && echo "training the model (about 2 minutes; log in var/log/train.log)"
+	@mkdir -p var/log && echo "training the model (3 to 4 minutes; log in var/log/train.log)"
 	@$(RASA) train --fixed-model-name current --out models > var/log/train.log 2>&1 \
 		|| { tail -n 40 var/log/train.log; echo "training failed: var/log/train.log"; exit 1; }
 
