@@ -77,3 +77,18 @@ def find(training, name: str, text: str) -> list[str]:
 ])
 def test_digit_patterns(training, name, text, expected):
     assert find(training, name, text) == expected
+
+
+# The service's own words: a lookup entry marks its word as out of scope wherever it is typed.
+OWN_WORDS = {"vaksin", "vaksinasi", "sertifikat", "sertif", "dosis", "booster", "nik", "nomor", "hp",
+             "otp", "kode", "email", "nama", "data", "aplikasi", "covid", "puskesmas", "tiket",
+             "status", "ganti", "download", "unduh", "pfizer", "sinovac", "astrazeneca", "moderna",
+             "kartu vaksin", "tanggal lahir", "certificate", "vaccine"}
+
+
+def test_the_out_of_scope_lookup_never_names_the_services_own_words(training):
+    lookup = next(t for t in training.lookup_tables if t["name"] == "oos_topic")
+    entries = [e.strip().lower() for e in lookup["elements"]]
+    assert len(entries) >= 100
+    assert sorted(set(entries) & OWN_WORDS) == []
+    assert len(entries) == len(set(entries))
