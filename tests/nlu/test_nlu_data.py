@@ -1,7 +1,8 @@
 """The NLU data itself: the held-out file stays independent of training, and the digit patterns
 (nik, phone_number, otp_code, ticket_id in data/nlu/lookups.yml) match what citizens type and
 nothing else. The patterns are DIET's features, and for nik, phone_number and otp_code the
-entities themselves (nlu_components/digit_entities.py)."""
+entities themselves (nlu_components/digit_entities.py). The out-of-scope lookup
+(data/nlu/oos_lookup.yml) holds none of the service's own words."""
 
 from __future__ import annotations
 
