@@ -93,3 +93,13 @@ def test_the_out_of_scope_lookup_never_names_the_services_own_words(training):
     assert len(entries) >= 100
     assert sorted(set(entries) & OWN_WORDS) == []
     assert len(entries) == len(set(entries))
+
+
+def test_the_faq_selector_sees_every_featurizer_but_the_out_of_scope_words():
+    import yaml
+
+    pipeline = yaml.safe_load((ROOT / "config.yml").read_text())["pipeline"]
+    aliases = [c.get("alias") for c in pipeline if c["name"].endswith("Featurizer")]
+    selector = next(c for c in pipeline if c["name"].endswith("FaqResponseSelector"))
+    assert None not in aliases and len(aliases) == 5
+    assert selector["featurizers"] == [a for a in aliases if a != "oos_words"]
