@@ -138,7 +138,7 @@ check-stories: install $(MODEL)
 # The NLU measured (docs/nlu.md): both held-out files (tests/nlu/test_nlu.yml, and
 # tests/nlu/test_nlu_independent.yml per family and intent) against the trained model, and a
 # seeded 5-fold cross-validation on data/nlu; reports under results/nlu/. Not part
-# of `make test`: the cross-validation trains five models (about 8 minutes).
+# of `make test`: the cross-validation trains five models (about 25 minutes).
 nlu-report: install $(MODEL)
 	$(PY) -m tools.nlu_report
 
